@@ -1,0 +1,80 @@
+"""Human loop names: deterministic by default, always valid.
+
+A2I names are 1-63 characters matching ``^[a-z0-9](-*[a-z0-9])*$`` and unique per account
+and region, and a finished loop keeps its name.  A name derived from the job (prefix, flow
+definition, task type) and the item (id and payload) is therefore an idempotency key: the same
+manifest always yields the same names, so a rerun or a retry can never start a second loop
+for an item.  A deliberate second review of the same items takes a new prefix.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from ._errors import ConfigError
+
+NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9])*$")
+MAX_NAME_LENGTH = 63
+#: 128-bit digest in lowercase base32: 26 characters of a-z and 2-7
+DIGEST_LENGTH = 26
+MAX_PREFIX_LENGTH = MAX_NAME_LENGTH - DIGEST_LENGTH - 1
+DEFAULT_PREFIX = "a2ib"
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` is not a valid human loop name, or None when it is."""
+    if not isinstance(name, str):
+        return "loop name must be a string"
+    if not name:
+        return "loop name is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"loop name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
+    if not NAME_PATTERN.match(name):
+        return (
+            "loop name may hold only a-z, 0-9 and '-', and must start and end with "
+            "a letter or digit"
+        )
+    return None
+
+
+def check_prefix(prefix: str) -> str:
+    """Return `prefix` if it can start generated names, else raise ConfigError."""
+    if not prefix or len(prefix) > MAX_PREFIX_LENGTH or not NAME_PATTERN.match(prefix):
+        raise ConfigError(
+            f"name prefix must be 1-{MAX_PREFIX_LENGTH} characters of a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return prefix
+
+
+def loop_name(
+    prefix: str, flow_definition_arn: str, task: str, item_id: str, payload: str
+) -> str:
+    """The deterministic loop name for one item of one job.
+
+    `payload` is the canonical text of what the item sends for review (see
+    `_tasks.TaskAdapter.payload_key`); the digest separates its parts with NUL, which none
+    of them can hold ambiguously because each is length-prefixed.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for part in (flow_definition_arn, task, item_id, payload):
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    digest = base64.b32encode(h.digest()).decode("ascii").rstrip("=").lower()
+    return f"{prefix}-{digest}"
+
+
+def looks_generated(name: str, prefix: str) -> bool:
+    """Whether `name` has the shape of a name this prefix generates.
+
+    Explicit names of that shape are refused, so that an explicit name can never collide
+    with another item's generated one.
+    """
+    return (
+        len(name) == len(prefix) + 1 + DIGEST_LENGTH
+        and name.startswith(prefix + "-")
+        and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in name[len(prefix) + 1 :])
+    )
