@@ -1,0 +1,169 @@
+"""Rate control per API: run at the account's quota, not below it, and not above it.
+
+Each API a job calls (StartHumanLoop, AnalyzeDocument, DetectModerationLabels,
+DescribeHumanLoop ...) has its own quota, shared with every other job on the account and
+usually unknown to the user.  A `RateController` paces one API's calls evenly (no burst at
+start, unlike a token bucket that starts full) and, unless told the quota, finds it:
+
+* slow start: the rate doubles every round trip while nothing is throttled;
+* on a throttle: remember the rate as the ceiling seen (`w_max`), cut to `beta * w_max`;
+* then grow along a cubic curve (as TCP CUBIC does): fast while far below `w_max`, flat
+  near it, then probing gently above it, so that most time is spent close to the quota.
+
+Only throttling slows the controller; server errors and timeouts do not (they say nothing
+about the quota).  A `ceiling` (the user's `--rate`) is never exceeded: told the quota, the
+controller climbs to it within a few round trips and stays there without a throttle.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+
+
+@dataclass(frozen=True)
+class RateSettings:
+    """How one API's rate is controlled."""
+
+    ceiling: float = 1000.0  # never send faster than this (requests/second)
+    initial: float = 20.0  # first rate when the quota must be found
+    minimum: float = 0.5
+    beta: float = 0.8  # multiplicative decrease on throttling
+    cubic_seconds: float = 3.0  # time to regain the rate before a cut (CUBIC's K at a 20% cut)
+
+    def __post_init__(self) -> None:
+        if self.ceiling <= 0 or self.initial <= 0 or self.minimum <= 0:
+            raise ValueError("rates must be positive")
+        if not 0 < self.beta < 1:
+            raise ValueError("beta must be between 0 and 1")
+
+
+Clock = Callable[[], float]
+
+
+class RateController:
+    """Paces calls to one API and adapts the pace to throttling.
+
+    `acquire()` waits for the next evenly spaced send slot.  Report each answer with
+    `on_success(latency)` or `on_throttle(retry_after)`.  All methods are for one event
+    loop; none blocks.
+    """
+
+    def __init__(self, settings: RateSettings, *, clock: Clock = time.monotonic) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._rate = max(settings.minimum, min(settings.initial, settings.ceiling))
+        self._next_slot = 0.0
+        self._slow_start = True
+        self._w_max = settings.ceiling
+        self._epoch = clock()  # start of the current growth curve
+        self._cut_at = -math.inf  # when the rate was last cut
+        self._latency = 0.05  # smoothed round trip, seconds
+        self._last_grow = clock()
+        self._last_limited = -math.inf  # last time a caller had to wait on the pace
+        self.throttles = 0
+        self.calls = 0
+
+    @property
+    def rate(self) -> float:
+        """The current target rate, requests per second."""
+        return self._rate
+
+    @property
+    def latency(self) -> float:
+        """Smoothed round-trip time of successful calls, seconds."""
+        return self._latency
+
+    async def acquire(self) -> None:
+        """Wait until this caller may send one request."""
+        now = self._clock()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / self._rate
+        self.calls += 1
+        if slot > now:
+            # Demand exceeds the pace: growing the rate would be used.
+            self._last_limited = now
+            await anyio.sleep(slot - now)
+
+    def on_success(self, latency: float) -> None:
+        """Record a call the service accepted."""
+        self._latency += 0.1 * (latency - self._latency)
+        self._grow()
+
+    def on_throttle(self, retry_after: float | None = None) -> None:
+        """Record a throttled call: cut the rate once per round trip of throttles."""
+        self.throttles += 1
+        now = self._clock()
+        if retry_after:
+            self._next_slot = max(self._next_slot, now + retry_after)
+        # Calls sent before the last cut answer for up to a round trip after it: ignore those.
+        if now - self._cut_at < max(2 * self._latency, 0.05):
+            return
+        self._w_max = self._rate
+        self._rate = max(self.settings.minimum, self._rate * self.settings.beta)
+        self._slow_start = False
+        self._cut_at = now
+        self._epoch = now
+        self._last_grow = now
+        # Spread the slots already handed out over the new, slower pace.
+        self._next_slot = max(self._next_slot, now + 1.0 / self._rate)
+
+    def _grow(self) -> None:
+        now = self._clock()
+        interval = max(self._latency, 0.05)
+        elapsed = now - self._last_grow
+        if elapsed < interval:
+            return
+        self._last_grow = now
+        if now - self._last_limited > 2 * interval:
+            # Callers did not wait on the pace lately: more rate would go unused.  Hold the
+            # growth curve still so that demand returning later does not meet a jump.
+            self._epoch += elapsed
+            return
+        ceiling = self.settings.ceiling
+        if self._slow_start:
+            self._rate = min(ceiling, self._rate * 2.0)
+            return
+        # CUBIC: w(t) = C (t - K)^3 + w_max, with K the time to regain w_max.
+        k = self.settings.cubic_seconds
+        c = self._w_max * (1 - self.settings.beta) / k**3
+        t = now - self._epoch
+        target = c * (t - k) ** 3 + self._w_max
+        self._rate = min(ceiling, max(self._rate, target, self.settings.minimum))
+
+
+class ConcurrencyGovernor:
+    """Sizes the in-flight cap from rate x latency (Little's law) unless the user set it.
+
+    A StartHumanLoop answers in tens of milliseconds and an AnalyzeDocument in seconds; the
+    same default must keep enough calls in flight for both without opening thousands of
+    connections.  The cap covers items waiting for a retry too, hence the headroom.
+    """
+
+    def __init__(
+        self,
+        limiter: anyio.CapacityLimiter,
+        *,
+        fixed: int | None,
+        minimum: int = 16,
+        maximum: int = 1024,
+    ) -> None:
+        self._limiter = limiter
+        self._fixed = fixed
+        self.minimum = minimum
+        self.maximum = maximum
+        limiter.total_tokens = fixed if fixed is not None else minimum
+
+    @property
+    def limit(self) -> int:
+        return int(self._limiter.total_tokens)
+
+    def update(self, rate: float, latency: float) -> None:
+        if self._fixed is not None:
+            return
+        wanted = math.ceil(rate * latency * 2.0) + self.minimum
+        self._limiter.total_tokens = max(self.minimum, min(self.maximum, wanted))
