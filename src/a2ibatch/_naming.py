@@ -78,3 +78,36 @@ def looks_generated(name: str, prefix: str) -> bool:
         and name.startswith(prefix + "-")
         and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in name[len(prefix) + 1 :])
     )
+
+
+class Namer:
+    """Names the items of one job, and refuses explicit names that could collide.
+
+    Generated names of distinct ids never collide (128-bit digests; duplicate ids are
+    refused by the manifest reader), so only explicit names need remembering: one that
+    repeats an earlier one, or that has the shape of a generated name, is refused before
+    anything is sent.
+    """
+
+    def __init__(self, prefix: str, flow_definition_arn: str, task: str) -> None:
+        self.prefix = check_prefix(prefix)
+        self._flow = flow_definition_arn
+        self._task = task
+        self._explicit: set[str] = set()
+
+    def name(self, item_id: str, explicit: str | None, payload: str) -> tuple[str, str | None]:
+        """(loop name, None) or (name, reason it cannot be used)."""
+        if explicit is None:
+            return loop_name(self.prefix, self._flow, self._task, item_id, payload), None
+        problem = name_problem(explicit)
+        if problem is not None:
+            return explicit, problem
+        if looks_generated(explicit, self.prefix):
+            return explicit, (
+                f"explicit loop name has the shape of names generated with prefix "
+                f"{self.prefix!r} and could collide with another item's; choose another name"
+            )
+        if explicit in self._explicit:
+            return explicit, "explicit loop name is used by an earlier line of the manifest"
+        self._explicit.add(explicit)
+        return explicit, None

@@ -28,7 +28,7 @@ import structlog
 from ._errors import JobAborted
 from ._ledger import LedgerIndex, LedgerWriter
 from ._models import ErrorInfo, Invalid, Item, Outcome, Status
-from ._naming import loop_name, looks_generated, name_problem
+from ._naming import Namer
 from ._rate import ConcurrencyGovernor, RateController, RateSettings
 from ._retry import CallError, ErrorKind, RetryEvent, RetryPolicy
 from ._tasks import A2I_SERVICE, RequestOptions, TaskAdapter
@@ -163,7 +163,11 @@ class Runner:
         self._pause = QuotaPause(
             self.settings.quota_pause, self.settings.quota_wait_limit, self.counters
         )
-        self._explicit_names: set[str] = set()
+        self._namer = Namer(
+            self.settings.name_prefix,
+            self.settings.options.flow_definition_arn,
+            self.adapter.task.value,
+        )
         self._rng = random.Random()
         self._stop = anyio.Event()
         self._idle = anyio.Event()
@@ -215,32 +219,14 @@ class Runner:
             if state is Status.FAILED and not self.settings.retry_failed:
                 self.counters.skipped_failed += 1
                 continue
-            name, problem = self._name(entry)
+            payload = self.adapter.payload_key(entry)
+            name, problem = self._namer.name(entry.id, entry.name, payload)
             if problem is not None:
                 await self._record(self._invalid(entry.line, entry.id, problem))
                 continue
             await self._limiter.acquire_on_behalf_of(entry)
             self.counters.in_flight += 1
             workers.start_soon(self._process, entry, name)
-
-    def _name(self, item: Item) -> tuple[str, str | None]:
-        prefix = self.settings.name_prefix
-        if item.name is None:
-            key = self.adapter.payload_key(item)
-            flow = self.settings.options.flow_definition_arn
-            return loop_name(prefix, flow, self.adapter.task.value, item.id, key), None
-        problem = name_problem(item.name)
-        if problem is not None:
-            return item.name, problem
-        if looks_generated(item.name, prefix):
-            return item.name, (
-                f"explicit loop name has the shape of names generated with prefix "
-                f"{prefix!r} and could collide with another item's; choose another name"
-            )
-        if item.name in self._explicit_names:
-            return item.name, "explicit loop name is used by an earlier line of the manifest"
-        self._explicit_names.add(item.name)
-        return item.name, None
 
     async def _process(self, item: Item, name: str) -> None:
         try:

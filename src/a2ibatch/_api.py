@@ -1,0 +1,419 @@
+"""The library as a caller sees it: `Job`, `submit()`, `stream()` and `dry_run()`.
+
+Everything runs inside the caller's event loop (asyncio; aiobotocore is asyncio-only), with
+no printing, no exits and no global state, so two jobs can run side by side in one process.
+Cancelling a job (a cancel scope, `asyncio.Task.cancel`) leaves the ledger consistent: every
+record handed to the writer is written and synced before the cancellation finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import anyio
+import structlog
+
+from ._config import SubmitSettings, check_endpoint
+from ._errors import A2IBatchError, ConfigError, JobAborted, LedgerWriteError
+from ._ledger import JobHeader, LedgerIndex, LedgerWriter, load_ledger
+from ._manifest import read_manifest
+from ._models import Invalid, Item, Outcome, Status, TaskType
+from ._naming import Namer
+from ._retry import RetryPolicy
+from ._runner import Counters, Runner, RunOptions
+from ._tasks import A2I_SERVICE, RequestOptions, TaskAdapter, adapter_for
+
+log = structlog.get_logger("a2ibatch")
+
+Source = AsyncIterable[Item | Invalid] | Iterable[Item | Invalid]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one run did.  `exit_code` is the CLI's exit status for it."""
+
+    ledger: str
+    task: str
+    counts: Mapping[str, Any]
+    elapsed: float
+    stopped: bool = False  # a graceful stop was requested before the manifest's end
+    aborted: str | None = None  # why the job stopped early, if it did
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted is not None:
+            return 3
+        if self.stopped:
+            return 130
+        c = self.counts
+        return 1 if c["failed"] or c["invalid"] or c["skipped_failed"] else 0
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "event": "summary",
+            **self.counts,
+            "elapsed_s": round(self.elapsed, 3),
+            "stopped": self.stopped,
+            "aborted": self.aborted,
+        }
+
+
+def versions() -> dict[str, str]:
+    """Versions that shape a job's requests, recorded in the ledger's job record."""
+    found = {"python": platform.python_version()}
+    for dist in ("a2ibatch", "aioboto3", "aiobotocore", "botocore"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+            found[dist] = "unknown"
+    return found
+
+
+def client_kwargs(settings: SubmitSettings, pool: int) -> dict[str, Any]:
+    """Keyword arguments for every aioboto3 client of a job: one attempt, a big pool."""
+    from aiobotocore.config import AioConfig
+
+    aws = settings.aws
+    endpoint = aws.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        check_endpoint(endpoint, aws.allow_insecure_endpoint)
+    kwargs: dict[str, Any] = {
+        "config": AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=pool,
+            connect_timeout=aws.connect_timeout,
+            read_timeout=aws.read_timeout,
+            tcp_keepalive=True,
+            user_agent_extra=f"a2ibatch/{versions()['a2ibatch']}",
+        )
+    }
+    if aws.endpoint_url:
+        kwargs["endpoint_url"] = aws.endpoint_url
+    if aws.region:
+        kwargs["region_name"] = aws.region
+    return kwargs
+
+
+def make_session(settings: SubmitSettings, session: Any | None) -> Any:
+    if session is not None:
+        return session
+    import aioboto3
+
+    try:
+        return aioboto3.Session(profile_name=settings.aws.profile, region_name=settings.aws.region)
+    except Exception as exc:  # botocore.exceptions.ProfileNotFound and friends
+        raise ConfigError(f"cannot set up AWS session: {exc}") from None
+
+
+async def open_client(stack: AsyncExitStack, session: Any, service: str, kwargs: Mapping[str, Any]) -> Any:
+    """Enter one aioboto3 client, turning set-up problems into ConfigError."""
+    try:
+        return await stack.enter_async_context(session.client(service, **kwargs))
+    except Exception as exc:  # NoRegionError, unknown endpoint, bad config
+        name = type(exc).__name__
+        if name == "NoRegionError":
+            raise ConfigError("no AWS region: pass --region or set AWS_REGION") from None
+        raise ConfigError(f"cannot create the {service} client: {exc}") from None
+
+
+def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The exception that matters in a task group's group: ours first, else the first."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, A2IBatchError):
+            return exc
+    return leaves[0]
+
+
+async def _as_async(source: Source) -> AsyncIterator[Item | Invalid]:
+    if isinstance(source, AsyncIterable):
+        async for entry in source:
+            yield entry
+    else:
+        for entry in source:
+            yield entry
+            await anyio.lowlevel.checkpoint()
+
+
+class Job:
+    """One submit job: a manifest (or items) in, one ledger outcome per item out.
+
+    Use `await Job(settings).run()`, or `submit()` / `stream()` below.  `stop()` asks for a
+    graceful stop from anywhere (a signal handler, another task).
+    """
+
+    def __init__(
+        self,
+        settings: SubmitSettings,
+        *,
+        session: Any | None = None,
+        items: Source | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.adapter: TaskAdapter = adapter_for(settings.task)
+        self._session = session
+        self._items = items
+        self.policy = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
+        self.counters = Counters()
+        self.index: LedgerIndex | None = None
+        self._runner: Runner | None = None
+        self._stop_requested = False
+        self.started_at: float | None = None
+
+    # -- what a progress display reads -----------------------------------------------------
+
+    @property
+    def rate(self) -> float:
+        return self._runner.rate if self._runner else 0.0
+
+    @property
+    def concurrency(self) -> int:
+        return self._runner.governor.limit if self._runner else 0
+
+    def stop(self) -> None:
+        """Stop reading items; calls in flight finish (within the grace period)."""
+        self._stop_requested = True
+        if self._runner is not None:
+            self._runner.stop()
+
+    # -- running -----------------------------------------------------------------------
+
+    def header(self) -> JobHeader:
+        s = self.settings
+        manifest = s.manifest if self._items is None else "<items>"
+        return JobHeader(
+            task=s.task,
+            flow_definition_arn=s.flow_definition_arn,
+            name_prefix=s.name_prefix,
+            manifest=manifest,
+            versions=versions(),
+        )
+
+    async def run(self, on_outcome: Any | None = None) -> Summary:
+        """Run the job to its end; raise JobAborted (with `.summary`) if it stops early.
+
+        `on_outcome`, an async callable, receives each outcome after it is handed to the
+        ledger writer; while it is busy the job waits (backpressure).
+        """
+        s = self.settings
+        self.started_at = time.monotonic()
+        index = await anyio.to_thread.run_sync(load_ledger, s.ledger)
+        index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
+        self.index = index
+        aborted: A2IBatchError | None = None
+        summary: Summary | None = None
+        async with AsyncExitStack() as stack:
+            clients = await self._clients(stack)
+            source = self._source(clients)
+            writer = await stack.enter_async_context(
+                LedgerWriter.open(
+                    s.ledger,
+                    self.header(),
+                    checkpoint_interval=s.checkpoint_interval,
+                    sidecar=s.task is not TaskType.CUSTOM,
+                )
+            )
+            runner = Runner(
+                adapter=self.adapter,
+                clients=clients,
+                writer=writer,
+                index=index,
+                settings=self._run_options(),
+                on_outcome=on_outcome,
+                counters=self.counters,
+            )
+            self._runner = runner
+            if self._stop_requested:
+                runner.stop()
+            try:
+                await runner.run(source)
+            except BaseExceptionGroup as group:
+                error = first_error(group)
+                if not isinstance(error, A2IBatchError):
+                    raise
+                aborted = error
+            except A2IBatchError as error:
+                aborted = error
+            summary = self._summary(aborted)
+            if not isinstance(aborted, LedgerWriteError):
+                await writer.record(summary.to_record())
+        assert summary is not None
+        if aborted is not None:
+            log.error("job_aborted", reason=str(aborted))
+            setattr(aborted, "summary", summary)
+            raise aborted
+        return summary
+
+    def _summary(self, aborted: BaseException | None) -> Summary:
+        elapsed = time.monotonic() - (self.started_at or time.monotonic())
+        return Summary(
+            ledger=str(self.settings.ledger),
+            task=self.settings.task.value,
+            counts=self.counters.as_dict(),
+            elapsed=elapsed,
+            stopped=self._stop_requested,
+            aborted=None if aborted is None else str(aborted),
+        )
+
+    def _run_options(self) -> RunOptions:
+        s = self.settings
+        return RunOptions(
+            options=RequestOptions(s.flow_definition_arn, s.content_classifiers, s.feature_types),
+            name_prefix=s.name_prefix,
+            policy=self.policy,
+            rate_ceiling=s.rate,
+            concurrency=s.concurrency,
+            retry_failed=s.retry_failed,
+            max_failures=s.max_failures,
+            max_failure_ratio=s.max_failure_ratio,
+            quota_pause=s.quota_pause,
+            quota_wait_limit=s.quota_wait_limit,
+            grace_period=s.grace_period,
+        )
+
+    async def _clients(self, stack: AsyncExitStack) -> dict[str, Any]:
+        session = make_session(self.settings, self._session)
+        pool = max(self.settings.concurrency or 0, 1024)
+        kwargs = client_kwargs(self.settings, pool)
+        clients: dict[str, Any] = {}
+        for service in {self.adapter.service, A2I_SERVICE}:
+            clients[service] = await open_client(stack, session, service, kwargs)
+        if self._items is None and self.settings.manifest.startswith("s3://"):
+            s3_kwargs = {k: v for k, v in kwargs.items() if k != "config"}
+            clients["s3"] = await open_client(stack, session, "s3", s3_kwargs)
+        return clients
+
+    def _source(self, clients: Mapping[str, Any]) -> AsyncIterator[Item | Invalid]:
+        if self._items is not None:
+            return _as_async(self._items)
+        return read_manifest(self.settings.manifest, self.settings.task, s3_client=clients.get("s3"))
+
+
+async def submit(
+    settings: SubmitSettings,
+    *,
+    session: Any | None = None,
+    items: Source | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> Summary:
+    """Run a whole job and return its summary (JobAborted if it stopped early)."""
+    return await Job(settings, session=session, items=items, retry_policy=retry_policy).run()
+
+
+@asynccontextmanager
+async def stream(
+    settings: SubmitSettings,
+    *,
+    session: Any | None = None,
+    items: Source | None = None,
+    buffer: int = 64,
+) -> AsyncIterator[AsyncIterator[Outcome]]:
+    """Run a job in the background and iterate its outcomes as they are decided.
+
+    A consumer that stops reading holds the job up once `buffer` outcomes wait (it never
+    grows memory); leaving the block early cancels the job, ledger intact.
+    """
+    send, receive = anyio.create_memory_object_stream[Outcome](buffer)
+    job = Job(settings, session=session, items=items)
+
+    async def produce() -> None:
+        async with send:
+            await job.run(on_outcome=send.send)
+
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(produce)
+        try:
+            yield receive
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@dataclass
+class DryRunReport:
+    """What a job would send, found without calling anything or writing any file."""
+
+    task: str
+    items: int = 0  # valid items that would be sent
+    already_done: int = 0  # valid items the ledger already has as started/not_activated
+    invalid: int = 0
+    problems: list[Invalid] = field(default_factory=list)  # the first `max_problems`
+    sample_names: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.invalid else 0
+
+
+async def dry_run(
+    settings: SubmitSettings,
+    *,
+    session: Any | None = None,
+    items: Source | None = None,
+    max_problems: int = 1000,
+) -> DryRunReport:
+    """Read and check the whole manifest and compute every name; send and write nothing."""
+    adapter = adapter_for(settings.task)
+    namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
+    index = await anyio.to_thread.run_sync(load_ledger, settings.ledger)
+    report = DryRunReport(task=settings.task.value)
+
+    def problem(entry: Invalid) -> None:
+        report.invalid += 1
+        if len(report.problems) < max_problems:
+            report.problems.append(entry)
+
+    async with AsyncExitStack() as stack:
+        if items is not None:
+            source: AsyncIterator[Item | Invalid] = _as_async(items)
+        else:
+            s3 = None
+            if settings.manifest.startswith("s3://"):
+                session = make_session(settings, session)
+                kwargs = client_kwargs(settings, 10)
+                kwargs.pop("config")
+                s3 = await open_client(stack, session, "s3", kwargs)
+            source = read_manifest(settings.manifest, settings.task, s3_client=s3)
+        async for entry in source:
+            if isinstance(entry, Invalid):
+                problem(entry)
+                continue
+            name, reason = namer.name(entry.id, entry.name, adapter.payload_key(entry))
+            if reason is not None:
+                problem(Invalid(entry.line, reason, entry.id))
+                continue
+            report.items += 1
+            state = index.state(entry.id)
+            if state is not None and state.done:
+                report.already_done += 1
+            if len(report.sample_names) < 5:
+                report.sample_names.append(name)
+    return report
+
+
+__all__ = [
+    "DryRunReport",
+    "Job",
+    "JobAborted",
+    "Status",
+    "Summary",
+    "dry_run",
+    "stream",
+    "submit",
+]
