@@ -112,7 +112,9 @@ def make_session(settings: SubmitSettings, session: Any | None) -> Any:
         raise ConfigError(f"cannot set up AWS session: {exc}") from None
 
 
-async def open_client(stack: AsyncExitStack, session: Any, service: str, kwargs: Mapping[str, Any]) -> Any:
+async def open_client(
+    stack: AsyncExitStack, session: Any, service: str, kwargs: Mapping[str, Any]
+) -> Any:
     """Enter one aioboto3 client, turning set-up problems into ConfigError."""
     try:
         return await stack.enter_async_context(session.client(service, **kwargs))
@@ -257,7 +259,7 @@ class Job:
         assert summary is not None
         if aborted is not None:
             log.error("job_aborted", reason=str(aborted))
-            setattr(aborted, "summary", summary)
+            aborted.summary = summary
             raise aborted
         return summary
 
@@ -303,7 +305,9 @@ class Job:
     def _source(self, clients: Mapping[str, Any]) -> AsyncIterator[Item | Invalid]:
         if self._items is not None:
             return _as_async(self._items)
-        return read_manifest(self.settings.manifest, self.settings.task, s3_client=clients.get("s3"))
+        return read_manifest(
+            self.settings.manifest, self.settings.task, s3_client=clients.get("s3")
+        )
 
 
 async def submit(

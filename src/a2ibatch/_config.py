@@ -112,9 +112,7 @@ def _task(value: object) -> TaskType:
     try:
         return TaskType(str(value))
     except ValueError:
-        raise ConfigError(
-            f"--task must be one of {', '.join(t.value for t in TaskType)}"
-        ) from None
+        raise ConfigError(f"--task must be one of {', '.join(t.value for t in TaskType)}") from None
 
 
 def check_endpoint(url: str, allow_insecure: bool) -> None:

@@ -34,9 +34,7 @@ class Status(enum.StrEnum):
         return self in (Status.STARTED, Status.NOT_ACTIVATED)
 
 
-CONTENT_CLASSIFIERS = frozenset(
-    {"FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"}
-)
+CONTENT_CLASSIFIERS = frozenset({"FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"})
 TEXTRACT_FEATURE_TYPES = frozenset({"TABLES", "FORMS", "QUERIES", "SIGNATURES", "LAYOUT"})
 MAX_INPUT_CONTENT_CHARS = 3_145_728
 

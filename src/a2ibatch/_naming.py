@@ -49,9 +49,7 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def loop_name(
-    prefix: str, flow_definition_arn: str, task: str, item_id: str, payload: str
-) -> str:
+def loop_name(prefix: str, flow_definition_arn: str, task: str, item_id: str, payload: str) -> str:
     """The deterministic loop name for one item of one job.
 
     `payload` is the canonical text of what the item sends for review (see

@@ -120,7 +120,9 @@ def describe_exception(exc: BaseException) -> CallError:
         | OSError,
     ):
         return CallError(ErrorKind.AMBIGUOUS, type(exc).__name__, _short(exc))
-    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.ProfileNotFound):
+    if isinstance(
+        exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.ProfileNotFound
+    ):
         return CallError(ErrorKind.FATAL, type(exc).__name__, _short(exc))
     if isinstance(exc, botocore.exceptions.ParamValidationError):
         return CallError(ErrorKind.ITEM, "ParamValidationError", _short(exc))

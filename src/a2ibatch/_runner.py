@@ -275,8 +275,12 @@ class Runner:
                 self._resize()
                 answer = adapter.read_answer(response)
                 return self._outcome(
-                    item, answer.status, name, attempts,
-                    arn=answer.human_loop_arn, activation=answer.activation,
+                    item,
+                    answer.status,
+                    name,
+                    attempts,
+                    arn=answer.human_loop_arn,
+                    activation=answer.activation,
                     response=answer.response,
                 )
             kind = error.kind
@@ -359,8 +363,12 @@ class Runner:
             return self._outcome(item, Status.FAILED, name, attempts, error=info)
         self.counters.recovered += 1
         return self._outcome(
-            item, Status.STARTED, name, attempts,
-            arn=found.get("HumanLoopArn"), recovered=True,
+            item,
+            Status.STARTED,
+            name,
+            attempts,
+            arn=found.get("HumanLoopArn"),
+            recovered=True,
         )
 
     async def _describe(self, name: str) -> dict[str, Any] | None:
@@ -413,15 +421,26 @@ class Runner:
         response: dict[str, Any] | None = None,
     ) -> Outcome:
         return Outcome(
-            id=item.id, line=item.line, status=status, loop_name=name, human_loop_arn=arn,
-            activation=activation, attempts=attempts, error=error, recovered=recovered,
-            at=utc_now(), response=response,
+            id=item.id,
+            line=item.line,
+            status=status,
+            loop_name=name,
+            human_loop_arn=arn,
+            activation=activation,
+            attempts=attempts,
+            error=error,
+            recovered=recovered,
+            at=utc_now(),
+            response=response,
         )
 
     def _invalid(self, line: int, item_id: str | None, reason: str) -> Outcome:
         return Outcome(
-            id=item_id, line=line, status=Status.INVALID,
-            error=ErrorInfo("InvalidInput", reason), at=utc_now(),
+            id=item_id,
+            line=line,
+            status=Status.INVALID,
+            error=ErrorInfo("InvalidInput", reason),
+            at=utc_now(),
         )
 
     async def _record(self, outcome: Outcome) -> None:
@@ -443,13 +462,13 @@ class Runner:
             )
         ratio = self.settings.max_failure_ratio
         decided = self.counters.started + self.counters.not_activated + failed
-        if ratio is not None and decided >= max(20, math.ceil(1 / ratio)):
-            if failed / decided >= ratio:
-                raise JobAborted(
-                    f"{failed} of {decided} items failed ({failed / decided:.0%}), reaching "
-                    f"--max-failures {ratio:.0%}; the ledger says why",
-                    code="MaxFailures",
-                )
+        enough = ratio is not None and decided >= max(20, math.ceil(1 / ratio))
+        if ratio is not None and enough and failed / decided >= ratio:
+            raise JobAborted(
+                f"{failed} of {decided} items failed ({failed / decided:.0%}), reaching "
+                f"--max-failures {ratio:.0%}; the ledger says why",
+                code="MaxFailures",
+            )
 
 
 class _Unverified(Exception):

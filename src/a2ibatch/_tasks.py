@@ -82,15 +82,16 @@ class TaskAdapter(abc.ABC):
                 f"({error.code}): only accounts that already use A2I can start human loops",
                 error.status,
             )
-        if "flow definition" in text or "flowdefinition" in text:
-            if any(w in text for w in ("not exist", "not found", "not active", "inactive")):
-                return CallError(
-                    ErrorKind.FATAL,
-                    error.code,
-                    f"the flow definition is unusable ({error.code}: {error.message}); check "
-                    "--flow-definition-arn, its region, and that it is Active",
-                    error.status,
-                )
+        about_flow = "flow definition" in text or "flowdefinition" in text
+        unusable = ("not exist", "not found", "not active", "inactive")
+        if about_flow and any(w in text for w in unusable):
+            return CallError(
+                ErrorKind.FATAL,
+                error.code,
+                f"the flow definition is unusable ({error.code}: {error.message}); check "
+                "--flow-definition-arn, its region, and that it is Active",
+                error.status,
+            )
         return error
 
     def human_loop_config(self, loop_name: str, options: RequestOptions) -> dict[str, Any]:
@@ -159,9 +160,7 @@ class CustomTask(TaskAdapter):
             "HumanLoopInput": {"InputContent": item.input_content},
         }
         if options.content_classifiers:
-            request["DataAttributes"] = {
-                "ContentClassifiers": list(options.content_classifiers)
-            }
+            request["DataAttributes"] = {"ContentClassifiers": list(options.content_classifiers)}
         return request
 
     async def send(self, client: Any, request: Mapping[str, Any]) -> dict[str, Any]:

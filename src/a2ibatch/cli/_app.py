@@ -48,7 +48,11 @@ def _add_aws(p: argparse.ArgumentParser) -> None:
 
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-format", choices=("json", "console"), help="default: console on a terminal, else json")
+    p.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        help="default: console on a terminal, else json",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -57,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="a2ibatch",
         description="Submit Amazon A2I human loops in bulk, exactly once per item.",
     )
-    parser.add_argument("--version", action="version", version=f"a2ibatch {_api.versions()['a2ibatch']}")
+    parser.add_argument(
+        "--version", action="version", version=f"a2ibatch {_api.versions()['a2ibatch']}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("submit", help="start a human loop for every item of a manifest")
@@ -66,10 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-definition-arn")
     p.add_argument("--ledger", type=Path, help="JSONL ledger; rerun with the same one to resume")
     p.add_argument("--config", type=Path, help="TOML settings file")
-    p.add_argument("--rate", type=float, help="requests/second ceiling per API (default: find the quota)")
+    p.add_argument(
+        "--rate", type=float, help="requests/second ceiling per API (default: find the quota)"
+    )
     p.add_argument("--concurrency", type=int, help="calls in flight (default: rate x latency)")
     p.add_argument("--max-attempts", type=int, help="attempts per item (default 8)")
-    p.add_argument("--name-prefix", help="loop name prefix (default a2ib); a new one for a re-review")
+    p.add_argument(
+        "--name-prefix", help="loop name prefix (default a2ib); a new one for a re-review"
+    )
     p.add_argument(
         "--content-classifier",
         action="append",
@@ -77,10 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"),
         help="repeatable",
     )
-    p.add_argument("--feature-type", action="append", dest="feature_types", help="Textract; repeatable")
-    p.add_argument("--retry-failed", action="store_true", default=None, help="retry items the ledger has as failed")
+    p.add_argument(
+        "--feature-type", action="append", dest="feature_types", help="Textract; repeatable"
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        default=None,
+        help="retry items the ledger has as failed",
+    )
     p.add_argument("--max-failures", help="stop after N failed items, or N%% of them")
-    p.add_argument("--dry-run", action="store_true", help="check everything, send nothing, write nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="check everything, send nothing, write nothing"
+    )
     _add_aws(p)
     _add_output(p)
     p.set_defaults(func=cmd_submit)
@@ -96,10 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     emulator_cli.add_arguments(p)
     p.set_defaults(func=cmd_emulate)
 
-    p = sub.add_parser("demo", help="a real job of a few thousand items against the built-in emulator")
+    p = sub.add_parser(
+        "demo", help="a real job of a few thousand items against the built-in emulator"
+    )
     p.add_argument("--items", type=int, default=3000)
     p.add_argument("--task", choices=("custom", "textract", "rekognition"), default="custom")
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for the manifest and ledger")
+    p.add_argument(
+        "--out", type=Path, default=Path("demo-out"), help="folder for the manifest and ledger"
+    )
     _add_output(p)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -208,7 +231,9 @@ def run_job(settings: Any, *, progress: bool = True, items: Any = None, session:
             async for _ in signals:
                 if not interrupted:
                     interrupted = True
-                    log.warning("stopping", detail="finishing calls in flight; Ctrl-C again stops at once")
+                    log.warning(
+                        "stopping", detail="finishing calls in flight; Ctrl-C again stops at once"
+                    )
                     job.stop()
                 else:
                     scope.cancel()

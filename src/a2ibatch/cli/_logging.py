@@ -37,6 +37,8 @@ def configure(fmt: Literal["json", "console"] | None, level: str = "info") -> No
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

@@ -46,7 +46,9 @@ def _status_text(job: Job) -> str:
     return " · ".join(parts)
 
 
-async def watch(job: Job, total: int | None, *, console: Console | None, interval: float = 5.0) -> None:
+async def watch(
+    job: Job, total: int | None, *, console: Console | None, interval: float = 5.0
+) -> None:
     """Show progress until cancelled: a bar on a terminal, log events otherwise."""
     if console is not None and console.is_terminal:
         await _bar(job, total, console)
