@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,8 @@ class RateSettings:
 
 
 Clock = Callable[[], float]
+#: seconds of accepted calls that estimate the quota when slow start meets its first throttle
+ACCEPTED_WINDOW = 0.5
 
 
 class RateController:
@@ -65,6 +68,7 @@ class RateController:
         self._latency = 0.05  # smoothed round trip, seconds
         self._last_grow = clock()
         self._last_limited = -math.inf  # last time a caller had to wait on the pace
+        self._accepted: deque[float] = deque()  # times of recent accepted calls
         self.throttles = 0
         self.calls = 0
 
@@ -80,6 +84,12 @@ class RateController:
 
     async def acquire(self) -> None:
         """Wait until this caller may send one request."""
+        delay = self.reserve()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+    def reserve(self) -> float:
+        """Take the next send slot; return how long to wait for it (seconds)."""
         now = self._clock()
         slot = max(now, self._next_slot)
         self._next_slot = slot + 1.0 / self._rate
@@ -87,11 +97,16 @@ class RateController:
         if slot > now:
             # Demand exceeds the pace: growing the rate would be used.
             self._last_limited = now
-            await anyio.sleep(slot - now)
+        return slot - now
 
     def on_success(self, latency: float) -> None:
         """Record a call the service accepted."""
         self._latency += 0.1 * (latency - self._latency)
+        if self._slow_start:
+            now = self._clock()
+            self._accepted.append(now)
+            while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW:
+                self._accepted.popleft()
         self._grow()
 
     def on_throttle(self, retry_after: float | None = None) -> None:
@@ -103,9 +118,17 @@ class RateController:
         # Calls sent before the last cut answer for up to a round trip after it: ignore those.
         if now - self._cut_at < max(2 * self._latency, 0.05):
             return
-        self._w_max = self._rate
-        self._rate = max(self.settings.minimum, self._rate * self.settings.beta)
-        self._slow_start = False
+        if self._slow_start:
+            # Doubling overshoots by as much as the service's burst hides, so the rate we
+            # sent at says little; what the service accepted lately is the quota's estimate.
+            window = [t for t in self._accepted if t >= now - ACCEPTED_WINDOW]
+            seen = len(window) / ACCEPTED_WINDOW if window else self._rate / 2
+            self._w_max = max(self.settings.minimum, min(self._rate, seen))
+            self._accepted.clear()
+            self._slow_start = False
+        else:
+            self._w_max = self._rate
+        self._rate = max(self.settings.minimum, self._w_max * self.settings.beta)
         self._cut_at = now
         self._epoch = now
         self._last_grow = now
