@@ -46,6 +46,8 @@ class RateSettings:
 Clock = Callable[[], float]
 #: seconds of accepted calls that estimate the quota when slow start meets its first throttle
 ACCEPTED_WINDOW = 0.5
+#: fewest calls between two probes above the quota
+PROBE_CALLS = 60.0
 
 
 class RateController:
@@ -152,7 +154,9 @@ class RateController:
             self._rate = min(ceiling, self._rate * 2.0)
             return
         # CUBIC: w(t) = C (t - K)^3 + w_max, with K the time to regain w_max.
-        k = self.settings.cubic_seconds
+        # At a low quota a fixed cycle would probe (and be throttled) too often: stretch it
+        # so that each probe costs at most about one throttle in PROBE_CALLS calls.
+        k = max(self.settings.cubic_seconds, PROBE_CALLS / self._w_max)
         c = self._w_max * (1 - self.settings.beta) / k**3
         t = now - self._epoch
         target = c * (t - k) ** 3 + self._w_max
