@@ -74,6 +74,11 @@ class SubmitSettings:
     quota_wait_limit: float = 3600.0
     #: on a graceful stop, how long calls in flight may take to finish
     grace_period: float = 30.0
+    #: checks before spending (flow definition, region, CORS, PII rule, cost)
+    preflight: bool = True
+    #: refuse a job whose estimated cost (USD) is above this unless `confirm_cost`
+    max_cost: float | None = None
+    confirm_cost: bool = False
     aws: AwsSettings = field(default_factory=AwsSettings)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ from .._errors import A2IBatchError
 from .._ledger import iter_records, load_ledger
 from .._models import Status
 from . import _logging
+from ._lifecycle_cmds import add_commands as add_lifecycle_commands
 from ._progress import summary_table, watch
 
 log = structlog.get_logger("a2ibatch")
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ledger", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    add_lifecycle_commands(sub)
 
     p = sub.add_parser("emulate", help="run the local AWS emulator (A2I, Textract, Rekognition)")
     from ..emulator import _cli as emulator_cli
