@@ -661,7 +661,7 @@ class LedgerWriter:
         self._last_sync = time.monotonic()
         self._failed: LedgerWriteError | None = None
         self._done = anyio.Event()
-        self._scope = anyio.CancelScope()
+        self._scope = anyio.CancelScope(shield=True)
         self._ticker = anyio.CancelScope()
 
     @classmethod
@@ -715,30 +715,46 @@ class LedgerWriter:
                 writer._dirty = True
             if new:
                 await anyio.to_thread.run_sync(_fsync_directory, p)
-            async with anyio.create_task_group() as tg:
-                await tg.start(writer._run, receive)
-                tg.start_soon(writer._tick, send)
-                try:
-                    yield writer
-                finally:
-                    send.close()
-                    writer._ticker.cancel()
-                    with anyio.CancelScope(shield=True) as drain:
-                        drain.deadline = anyio.current_time() + drain_timeout
-                        await writer._done.wait()
-                    if drain.cancelled_caught:
-                        writer._scope.cancel()
-                        if writer._failed is None:
-                            writer._failed = LedgerWriteError(
-                                f"cannot finish writing ledger {p}: the disk did not answer "
-                                f"within {drain_timeout:g} seconds"
-                            )
+            # anyio wraps an exception of the body in an ExceptionGroup when it leaves the
+            # task group; callers get it unwrapped, as from any other context manager.
+            body_error: BaseException | None = None
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(writer._run, receive)
+                    tg.start_soon(writer._tick, send)
+                    try:
+                        yield writer
+                    except BaseException as exc:
+                        body_error = exc
+                        raise
+                    finally:
+                        send.close()
+                        writer._ticker.cancel()
+                        await writer._drain(drain_timeout)
+            except BaseExceptionGroup as group:
+                if body_error is None or group.exceptions != (body_error,):
+                    raise
+            if body_error is not None:
+                raise body_error
             if writer._failed is not None:
                 raise writer._error()
         finally:
             if sidecar_fd is not None:
                 os.close(sidecar_fd)
             os.close(fd)  # also releases the lock
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait for the writer task to write everything queued, even when cancelled."""
+        with anyio.CancelScope(shield=True) as drain:
+            drain.deadline = anyio.current_time() + timeout
+            await self._done.wait()
+        if drain.cancelled_caught:
+            self._scope.cancel()
+            if self._failed is None:
+                self._failed = LedgerWriteError(
+                    f"cannot finish writing ledger {self.path}: the disk did not answer "
+                    f"within {timeout:g} seconds"
+                )
 
     # -- producers --------------------------------------------------------------------
 
@@ -866,8 +882,7 @@ class LedgerWriter:
         # Shielded: records already handed over are written even when the job is cancelled.
         # The stream ends when `open` closes its sending side; `open` cancels this scope
         # only if draining takes longer than its timeout.
-        with self._scope as scope, receive:
-            scope.shield = True
+        with self._scope, receive:
             task_status.started()
             try:
                 while True:
@@ -903,18 +918,19 @@ class LedgerWriter:
                 sync = sync or message.sync
                 waiters.append(message)
         if self._failed is None:
+            target = self.path
             try:
                 if responses:
                     assert self._sidecar_fd is not None
+                    target = sidecar_path(self.path)
                     self._write(self._sidecar_fd, b"".join(responses))
+                    target = self.path
                 if lines:
                     self._write(self._fd, b"".join(lines))
                     self._written += len(lines)
                     self._dirty = True
             except OSError as exc:
-                self._fail(
-                    exc, sidecar_path(self.path) if responses and not self._dirty else self.path
-                )
+                self._fail(exc, target)
         # Intents are durable against a crash of this process now: wake them before fsync.
         for waiter in waiters:
             if not waiter.sync:
