@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="check everything, send nothing, write nothing"
     )
+    p.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        default=None,
+        help="skip the checks before spending (flow definition, region, CORS, PII, cost)",
+    )
+    p.add_argument("--max-cost", type=float, help="refuse a job estimated above this (USD)")
+    p.add_argument("--yes", action="store_true", default=None, help="accept the cost estimate")
     _add_aws(p)
     _add_output(p)
     p.set_defaults(func=cmd_submit)
@@ -171,6 +180,9 @@ def _settings(args: argparse.Namespace) -> Any:
         "region": args.region,
         "profile": args.profile,
         "allow_insecure_endpoint": args.allow_insecure_endpoint,
+        "preflight": args.preflight,
+        "max_cost": args.max_cost,
+        "confirm_cost": args.yes,
     }
     if args.max_failures is not None:
         flags["max_failures"], flags["max_failure_ratio"] = parse_max_failures(args.max_failures)

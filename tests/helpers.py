@@ -1,0 +1,75 @@
+"""Helpers shared by the end-to-end tests: manifests, settings, and the emulator's view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from a2ibatch import AwsSettings, SubmitSettings, TaskType
+
+FLOW = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/reviews"
+TASKS = [TaskType.CUSTOM, TaskType.TEXTRACT, TaskType.REKOGNITION]
+
+
+def line_for(task: TaskType | str, i: int) -> dict[str, Any]:
+    """A valid manifest line for item `i` of a task type."""
+    item_id = f"item-{i:05d}"
+    task = TaskType(task)
+    if task is TaskType.CUSTOM:
+        return {"id": item_id, "input": {"text": f"claim {i}", "n": i}}
+    if task is TaskType.TEXTRACT:
+        return {"id": item_id, "document": f"s3://scans/forms/{item_id}.png"}
+    return {"id": item_id, "image": f"s3://uploads/images/{item_id}.jpg"}
+
+
+def write_manifest(path: Path, task: TaskType | str, n: int, *, extra: list[bytes] = ()) -> Path:  # type: ignore[assignment]
+    with path.open("wb") as f:
+        for i in range(n):
+            f.write(orjson.dumps(line_for(task, i)) + b"\n")
+        for raw in extra:
+            f.write(raw + b"\n")
+    return path
+
+
+def settings(
+    task: TaskType | str, url: str, tmp_path: Path, manifest: Path, **overrides: Any
+) -> SubmitSettings:
+    values: dict[str, Any] = {
+        "task": TaskType(task),
+        "flow_definition_arn": FLOW,
+        "ledger": tmp_path / "ledger.jsonl",
+        "manifest": str(manifest),
+        "aws": AwsSettings(endpoint_url=url, region="us-east-1"),
+        "quota_pause": 0.2,
+        "preflight": False,
+    }
+    values.update(overrides)
+    return SubmitSettings(**values)
+
+
+async def emulator_get(url: str, path: str) -> Any:
+    async with aiohttp.ClientSession() as http, http.get(url + path) as response:
+        response.raise_for_status()
+        return orjson.loads(await response.read())
+
+
+async def emulator_post(url: str, path: str, body: Any) -> Any:
+    async with aiohttp.ClientSession() as http, http.post(url + path, data=orjson.dumps(body)) as r:
+        r.raise_for_status()
+        return orjson.loads(await r.read() or b"null")
+
+
+def ledger_records(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def final_outcomes(path: Path) -> dict[str | None, dict[str, Any]]:
+    """The last outcome record of every id."""
+    last: dict[str | None, dict[str, Any]] = {}
+    for record in ledger_records(path):
+        if record.get("event") == "outcome":
+            last[record.get("id")] = record
+    return last
