@@ -324,24 +324,37 @@ _ops = st.lists(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    ops=_ops, where=st.floats(min_value=0, max_value=1), garbage=st.sampled_from([b"", b"\0" * 9])
+    read_size=st.sampled_from([1, 7, 64, 1 << 18]),
+    ops=_ops,
+    where=st.floats(min_value=0, max_value=1),
+    garbage=st.sampled_from([b"", b"\0" * 9]),
 )
 def test_truncation_anywhere(
-    tmp_path: Path, ops: list[tuple[str, str, Status]], where: float, garbage: bytes
+    tmp_path: Path,
+    read_size: int,
+    ops: list[tuple[str, str, Status]],
+    where: float,
+    garbage: bytes,
 ) -> None:
     data = _ledger_bytes(tmp_path, ops, "source.jsonl")
     cut = round(where * len(data))
     path = tmp_path / "cut.jsonl"
-    _check_cut(path, data, cut, {"a", "b", "c", "d/e", "ünï", "x" * 40})
-    if garbage:  # what a power loss can leave: zeros, a newline, even several lines
-        complete = path.read_bytes()
-        path.write_bytes(complete + garbage + b"\n" + garbage + b"\n" + garbage)
-        index = load_ledger(path)
-        assert index.repaired_bytes == 3 * len(garbage) + 2
-        assert path.read_bytes() == complete
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_ledger, "_READ_SIZE", read_size)  # lines across read boundaries
+        _check_cut(path, data, cut, {"a", "b", "c", "d/e", "ünï", "x" * 40})
+        if garbage:  # what a power loss can leave: zeros, a newline, even several lines
+            complete = path.read_bytes()
+            path.write_bytes(complete + garbage + b"\n" + garbage + b"\n" + garbage)
+            index = load_ledger(path)
+            assert index.repaired_bytes == 3 * len(garbage) + 2
+            assert path.read_bytes() == complete
 
 
-def test_broken_middle_line_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_size", [5, 1 << 18])
+def test_broken_middle_line_is_an_error(
+    tmp_path: Path, read_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ledger, "_READ_SIZE", read_size)
     path = tmp_path / "ledger.jsonl"
     good = [orjson.dumps(header().to_record())]
     good += [
