@@ -7,12 +7,16 @@ command, and each carries a message written for the person who has to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class A2IBatchError(Exception):
     """Base of every exception a2ibatch raises on purpose."""
 
     #: the process exit code the CLI uses for this kind of problem
     exit_code: int = 3
+    #: the run's `Summary` when a job stopped early with this error (else None)
+    summary: Any = None
 
 
 class ConfigError(A2IBatchError):

@@ -8,6 +8,7 @@ No input, however broken, produces a traceback: every error ends in one message.
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 from collections.abc import Sequence
@@ -259,7 +260,7 @@ def run_job(settings: Any, *, progress: bool = True, items: Any = None, session:
         async with anyio.create_task_group() as tg:
             tg.start_soon(on_signals, tg.cancel_scope)
             if progress:
-                tg.start_soon(watch, job, total, console=console)
+                tg.start_soon(functools.partial(watch, job, total, console=console))
             try:
                 outcome = await job.run()
             except A2IBatchError as exc:
