@@ -472,6 +472,7 @@ def load_ledger(path: str | os.PathLike[str]) -> LedgerIndex:
         indexer = _Indexer(p)
         cut: int | None = None
         try:
+            size = os.fstat(fd).st_size
             for lines, offset in _read_blocks(fd):
                 if offset < 0:
                     cut = -1 - offset  # incomplete last line
@@ -484,7 +485,8 @@ def load_ledger(path: str | os.PathLike[str]) -> LedgerIndex:
         if indexer.records and indexer.header is None:
             raise LedgerError(f"{p} is not an a2ibatch ledger: it has records but no job record")
         repaired = 0
-        if cut is not None and exclusive:
+        # Cut only what was read, and only when no writer can be appending right now.
+        if cut is not None and exclusive and os.fstat(fd).st_size == size:
             repaired = _truncate(p, fd, cut)
         return LedgerIndex(
             p,
@@ -908,8 +910,8 @@ class LedgerWriter:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     await self._handle(batch)
-                if self._dirty and self._failed is None:
-                    await self._sync()
+                if self._dirty:
+                    await self._sync()  # after a failure too: what was written is worth keeping
             finally:
                 self._done.set()
 
