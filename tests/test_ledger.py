@@ -485,7 +485,7 @@ async def test_checkpoint_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         synced.append(fd)
         real_fsync(fd)
 
-    monkeypatch.setattr(_ledger.os, "fsync", spy)
+    monkeypatch.setattr(os, "fsync", spy)
     path = tmp_path / "ledger.jsonl"
     async with LedgerWriter.open(path, header(), checkpoint_interval=3600) as writer:
         await writer.intent("a", 1, "a2ib-a")
@@ -499,7 +499,12 @@ async def test_checkpoint_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 async def test_periodic_fsync_when_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(_ledger.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+
+    def spy(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
     path = tmp_path / "ledger.jsonl"
     async with LedgerWriter.open(path, header(), checkpoint_interval=0.05) as writer:
         await anyio.sleep(0.2)
