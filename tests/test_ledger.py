@@ -439,6 +439,34 @@ async def test_file_modes_and_sidecar(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not Path(sidecar_path(other)).exists()
 
 
+async def test_intent_is_written_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    async with LedgerWriter.open(path, header(), checkpoint_interval=3600) as writer:
+        await writer.outcome(outcome("queued", Status.STARTED))
+        await writer.intent("a", 1, "a2ib-a")
+        written = path.read_bytes()  # what another process (or a rerun) would see now
+        assert written.endswith(b"\n")
+        assert [r["event"] for r in lines_of(path)] == ["job", "outcome", "intent"]
+        assert writer.written == 3
+
+
+async def test_drain_gives_up_on_a_hung_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+
+    def hung(fd: int) -> None:
+        time.sleep(1)
+        real_fsync(fd)
+
+    path = tmp_path / "ledger.jsonl"
+    with pytest.raises(LedgerWriteError, match=r"did not answer within 0\.2 seconds"):
+        async with LedgerWriter.open(path, header(), drain_timeout=0.2) as writer:
+            await writer.intent("a", 1, "a2ib-a")
+            monkeypatch.setattr(os, "fsync", hung)
+    assert load_ledger(path).has_pending_intent("a")  # written, only not confirmed on disk
+
+
 async def test_one_writer_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "ledger.jsonl"
     async with LedgerWriter.open(path, header()) as writer:
