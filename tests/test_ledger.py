@@ -42,6 +42,8 @@ from a2ibatch._ledger import (
     utc_timestamp,
 )
 
+pytestmark = pytest.mark.anyio  # the async tests; sync ones are unaffected
+
 FLOW = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/review"
 
 
@@ -104,9 +106,6 @@ def test_outcome_record_format() -> None:
         "at": "2026-11-25T06:00:00.123Z",
     }
     assert outcome_record(outcome("y", Status.STARTED))["at"]  # filled in when empty
-
-
-pytestmark = pytest.mark.anyio
 
 
 async def test_round_trip(tmp_path: Path) -> None:
