@@ -216,7 +216,11 @@ class Runner:
             if state is not None and state.done:
                 self.counters.skipped += 1
                 continue
-            if state is Status.FAILED and not self.settings.retry_failed:
+            if (
+                state is Status.FAILED
+                and not self.settings.retry_failed
+                and not self.index.has_pending_intent(entry.id)  # a retry may have gone through
+            ):
                 self.counters.skipped_failed += 1
                 continue
             payload = self.adapter.payload_key(entry)
