@@ -1,0 +1,1235 @@
+"""After submit: follow the job's human loops to their answers, and clean up after them.
+
+Every function here works from a ledger written by submit and touches only the loops that
+ledger names (its ``started`` outcomes):
+
+* `track` asks DescribeHumanLoop for every loop not yet known to be final and appends a
+  ``loop_status`` record whenever a loop's status changed;
+* `results` reads the reviewers' answers (each Completed loop's ``output.json`` in S3) into
+  a JSONL or CSV file, resumably and without holding the answers in memory;
+* `stop_loops` and `delete_loops` stop the in-progress loops and delete the finished ones,
+  appending a ``loop_action`` record per action;
+* `reconcile` compares the ledger with ListHumanLoops and reports what either side lacks.
+
+Calls go through `Caller`: the same per-API `RateController`, concurrency governor and
+`RetryPolicy` that submit uses, so a tracker polling a million loops stays under the
+account's quota.  Nothing here prints or exits; the CLI is a shell around these functions.
+
+Lifecycle records are appended with `LedgerAppender`, which takes no lock: a tracker may run
+while submit is still writing the same ledger.  Each batch of whole lines goes out in one
+``O_APPEND`` write, which the operating system never interleaves with another writer's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import anyio.to_thread
+import orjson
+import structlog
+
+from ._api import client_kwargs, first_error, make_session, open_client
+from ._config import AwsSettings, SubmitSettings
+from ._errors import A2IBatchError, ConfigError, JobAborted, LedgerError, LedgerWriteError
+from ._ledger import JobHeader, iter_records, utc_timestamp
+from ._manifest import read_manifest
+from ._models import Invalid, Status
+from ._rate import ConcurrencyGovernor, RateController, RateSettings
+from ._retry import CallError, ErrorKind, RetryEvent, RetryPolicy, describe_exception
+from ._runner import DEFAULT_CEILING, _fatal_message
+from ._tasks import A2I_SERVICE
+
+if sys.platform != "win32":
+    import fcntl
+
+log = structlog.get_logger("a2ibatch")
+
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "FINAL_STATUSES",
+    "ActionReport",
+    "CallFailed",
+    "Caller",
+    "LedgerAppender",
+    "LedgerLoops",
+    "LoopState",
+    "ReconcileReport",
+    "ResultsReport",
+    "TrackReport",
+    "delete_loops",
+    "load_loops",
+    "reconcile",
+    "results",
+    "stop_loops",
+    "track",
+]
+
+#: statuses after which a loop never changes again ("Deleted": the service no longer has it)
+FINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped", "Deleted"})
+#: the only statuses A2I lets DeleteHumanLoop act on
+DELETABLE_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ResourceNotFound"})
+DEFAULT_INTERVAL = 60.0
+#: ListHumanLoops may report a loop created a little before the ledger's clock said
+RECONCILE_SLACK = timedelta(minutes=1)
+#: results joined with the manifest are fetched in chunks of this many loops
+MANIFEST_CHUNK = 5000
+_FLUSH_BYTES = 1 << 20
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------
+# calls: rate control, in-flight cap and the retry policy, for any operation
+
+
+class CallFailed(Exception):
+    """A call that failed for good: not retryable, or out of attempts."""
+
+    def __init__(self, operation: str, error: CallError, attempts: int) -> None:
+        super().__init__(f"{operation} failed after {attempts} attempt(s): {error.code}")
+        self.operation = operation
+        self.error = error
+        self.attempts = attempts
+
+    @property
+    def not_found(self) -> bool:
+        return self.error.code in NOT_FOUND_CODES
+
+
+class Caller:
+    """Makes service calls under a `RateController` per operation and the `RetryPolicy`.
+
+    Throttling slows the operation's controller, and throttles, server errors and
+    connection failures are retried with the policy's backoff; other errors, and errors
+    that outlast the policy's attempts, raise `CallFailed`.  Errors that no call can
+    survive (access denied, bad credentials) raise `JobAborted` at once.  `limiter` is the
+    in-flight cap that `fan_out` holds each task under; it grows with rate x latency (as
+    submit's does) unless `concurrency` fixes it.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy | None = None,
+        *,
+        rate: float | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self._ceiling = rate or DEFAULT_CEILING
+        self.rates: dict[str, RateController] = {}
+        self.limiter = anyio.CapacityLimiter(1)
+        self.governor = ConcurrencyGovernor(self.limiter, fixed=concurrency)
+        self._rng = random.Random()
+        self.calls = 0
+        self.throttled = 0
+        self.retries = 0
+
+    def rate(self, operation: str) -> RateController:
+        """The controller of `operation` (one per API, as in submit)."""
+        controller = self.rates.get(operation)
+        if controller is None:
+            controller = RateController(RateSettings(ceiling=self._ceiling))
+            self.rates[operation] = controller
+        return controller
+
+    async def call(
+        self, operation: str, method: Callable[..., Awaitable[Any]], **kwargs: Any
+    ) -> Any:
+        """`await method(**kwargs)` with rate control and retries; the service's answer."""
+        rate = self.rate(operation)
+        attempts = 0
+        while True:
+            await rate.acquire()
+            attempts += 1
+            self.calls += 1
+            sent = time.monotonic()
+            try:
+                response = await method(**kwargs)
+            except Exception as exc:
+                error = describe_exception(exc)
+            else:
+                rate.on_success(time.monotonic() - sent)
+                self.governor.update(rate.rate, rate.latency)
+                return response
+            if error.kind is ErrorKind.FATAL:
+                raise JobAborted(_fatal_message(error), code=error.code)
+            if error.kind is ErrorKind.THROTTLED:
+                self.throttled += 1
+                rate.on_throttle(error.retry_after)
+            if not self.policy.retryable(error) or attempts >= self.policy.max_attempts:
+                raise CallFailed(operation, error, attempts)
+            wait = self.policy.wait(attempts, error, self._rng)
+            self.policy.notify(RetryEvent(operation, attempts, error, wait))
+            self.retries += 1
+            await anyio.sleep(wait)
+
+    async def fan_out(self, entries: Iterable[T], work: Callable[[T], Awaitable[None]]) -> None:
+        """Run `work(entry)` for every entry, at most `limiter` of them at a time.
+
+        Room under the cap is taken before a task starts, so a million entries never
+        become a million waiting tasks.
+        """
+
+        async def run(entry: T, token: object) -> None:
+            try:
+                await work(entry)
+            finally:
+                self.limiter.release_on_behalf_of(token)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for entry in entries:
+                    token = object()
+                    await self.limiter.acquire_on_behalf_of(token)
+                    tg.start_soon(run, entry, token)
+        except BaseExceptionGroup as group:
+            error = first_error(group)
+            if isinstance(error, A2IBatchError):
+                raise error from None
+            raise
+
+
+# --------------------------------------------------------------------------------------
+# the ledger: reading what the job started, appending what happened since
+
+
+@dataclass(slots=True)
+class LoopState:
+    """One human loop the ledger names, with the last status recorded for it."""
+
+    id: str
+    loop_name: str
+    human_loop_arn: str | None
+    status: str | None = None  # the last loop_status record's; None = never tracked
+    output_s3_uri: str | None = None
+    deleted_by_us: bool = False  # a delete action of ours removed it
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass
+class LedgerLoops:
+    """What a ledger says about its job's loops (read with `load_loops`).
+
+    Memory grows with the number of loops (one small entry each): a ledger of a million
+    loops takes a few hundred megabytes.
+    """
+
+    path: str
+    header: JobHeader
+    started_at: str  # the first job record's time
+    loops: dict[str, LoopState]  # by loop name
+    intents: set[str] = field(default_factory=set)  # loop names of intents (if asked)
+
+    def candidates(self, action: Literal["stop", "delete"]) -> list[LoopState]:
+        """Loops an action may apply to, before the service is asked about them."""
+        if action == "stop":
+            return [loop for loop in self.loops.values() if not loop.final]
+        return [loop for loop in self.loops.values() if loop.status != "Deleted"]
+
+    def counts(self) -> dict[str, int]:
+        """Loops by their last recorded status ("Untracked" when none was recorded)."""
+        return dict(Counter(loop.status or "Untracked" for loop in self.loops.values()))
+
+
+def load_loops(path: str | os.PathLike[str], *, intents: bool = False) -> LedgerLoops:
+    """Read the job's identity and loops from the ledger at `path` (blocking; use a thread).
+
+    A loop belongs to the job when the last outcome of its item is ``started``.  With
+    `intents`, the loop names of every ``intent`` record are collected as well (reconcile
+    needs them to tell a loop whose outcome was lost from a stranger's).
+    """
+    p = os.fspath(path)
+    header: JobHeader | None = None
+    started_at = ""
+    loops: dict[str, LoopState] = {}
+    by_id: dict[str, str] = {}
+    names: set[str] = set()
+    events = ["job", "outcome", "loop_status", "loop_action"]
+    if intents:
+        events.append("intent")
+    for record in iter_records(p, events=events):
+        event = record["event"]
+        if event == "outcome":
+            item_id = record.get("id")
+            if not isinstance(item_id, str):
+                continue
+            name = record.get("loop_name")
+            if record.get("status") == Status.STARTED.value and isinstance(name, str):
+                previous = by_id.get(item_id)
+                if previous is not None and previous != name:
+                    loops.pop(previous, None)
+                by_id[item_id] = name
+                arn = record.get("human_loop_arn")
+                loops[name] = LoopState(item_id, name, arn if isinstance(arn, str) else None)
+        elif event == "loop_status":
+            loop = loops.get(str(record.get("loop_name")))
+            if loop is not None:
+                status = record.get("loop_status")
+                loop.status = status if isinstance(status, str) else None
+                uri = record.get("output_s3_uri")
+                if isinstance(uri, str):
+                    loop.output_s3_uri = uri
+        elif event == "loop_action":
+            loop = loops.get(str(record.get("loop_name")))
+            if loop is not None and record.get("action") == "delete":
+                loop.deleted_by_us = loop.deleted_by_us or record.get("result") == "deleted"
+        elif event == "intent":
+            name = record.get("loop_name")
+            if isinstance(name, str):
+                names.add(name)
+        elif event == "job" and header is None:
+            try:
+                header = JobHeader.from_record(record)
+            except (KeyError, TypeError, ValueError):
+                raise LedgerError(f"ledger {p}: its first job record is malformed") from None
+            started_at = str(record.get("at") or "")
+    if header is None:
+        raise LedgerError(
+            f"{p} has no job record: it is not an a2ibatch ledger, or submit never ran"
+        )
+    return LedgerLoops(p, header, started_at, loops, names)
+
+
+class LedgerAppender:
+    """Appends lifecycle records to a ledger, beside a submit that may be writing it.
+
+    No lock is taken.  Records are buffered and written as whole lines, each batch with a
+    single ``os.write`` on an ``O_APPEND`` descriptor, so they never interleave with the
+    other writer's lines; `close` fsyncs.  A torn last line left by a crash is cut off first
+    (only when no writer holds the ledger's lock: a live writer's tail is its own business).
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self.written = 0
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> LedgerAppender:
+        p = os.fspath(path)
+        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(p, flags)
+        except FileNotFoundError:
+            raise LedgerError(f"ledger {p} does not exist") from None
+        except OSError as exc:
+            raise LedgerError(f"cannot open ledger {p}: {exc.strerror or exc}") from None
+        try:
+            _cut_torn_tail(p, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(p, fd)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Queue one record (``event`` first, ``at`` added when missing)."""
+        full = {"event": record["event"], **record}
+        full.setdefault("at", utc_timestamp())
+        line = orjson.dumps(full, option=orjson.OPT_APPEND_NEWLINE)
+        self._buffer.append(line)
+        self._size += len(line)
+        if self._size >= _FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued records: one write of whole lines."""
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        count = len(self._buffer)
+        self._buffer.clear()
+        self._size = 0
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            raise LedgerWriteError(
+                f"cannot write ledger {self.path}: {exc.strerror or exc}"
+            ) from exc
+        if written != len(data):  # a short write of a regular file: the disk is full
+            raise LedgerWriteError(
+                f"cannot write ledger {self.path}: only {written} of {len(data)} bytes "
+                "were written (disk full?); the ledger ends with a torn line, which the "
+                "next run cuts off"
+            )
+        self.written += count
+
+    def close(self) -> None:
+        """Flush, fsync and close."""
+        try:
+            self.flush()
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise LedgerWriteError(
+                f"cannot sync ledger {self.path}: {exc.strerror or exc}"
+            ) from exc
+        finally:
+            os.close(self._fd)
+
+
+def _cut_torn_tail(path: str, fd: int) -> None:
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    if sys.platform != "win32":
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise LedgerError(
+                f"ledger {path} ends with a partial line while another process writes it; "
+                "try again in a moment"
+            ) from None
+    try:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            block = os.pread(fd, end - start, start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        os.ftruncate(fd, end)
+        os.fsync(fd)
+        log.warning("ledger_tail_cut", ledger=path, bytes=size - end)
+    finally:
+        if sys.platform != "win32":
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _status_record(
+    loop: LoopState, status: str, output: str | None, failure: str | None
+) -> dict[str, Any]:
+    return {
+        "event": "loop_status",
+        "id": loop.id,
+        "loop_name": loop.loop_name,
+        "human_loop_arn": loop.human_loop_arn,
+        "loop_status": status,
+        "output_s3_uri": output,
+        "failure_reason": failure,
+        "at": utc_timestamp(),
+    }
+
+
+def _action_record(loop: LoopState, action: str, result: str) -> dict[str, Any]:
+    return {
+        "event": "loop_action",
+        "action": action,
+        "loop_name": loop.loop_name,
+        "id": loop.id,
+        "result": result,
+        "at": utc_timestamp(),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# shared plumbing
+
+
+def _job_settings(loops: LedgerLoops, aws: AwsSettings) -> SubmitSettings:
+    header = loops.header
+    return SubmitSettings(
+        task=header.task,
+        flow_definition_arn=header.flow_definition_arn,
+        ledger=Path(loops.path),
+        name_prefix=header.name_prefix,
+        aws=aws,
+    )
+
+
+async def _client(
+    stack: AsyncExitStack,
+    settings: SubmitSettings,
+    session: Any | None,
+    service: str,
+    pool: int = 1024,
+) -> Any:
+    kwargs = client_kwargs(settings, pool)
+    return await open_client(stack, make_session(settings, session), service, kwargs)
+
+
+async def _load(path: str | os.PathLike[str], *, intents: bool = False) -> LedgerLoops:
+    return await anyio.to_thread.run_sync(lambda: load_loops(path, intents=intents))
+
+
+class _Observer:
+    """Describes loops and records what changed; shared by track, stop and delete."""
+
+    def __init__(self, caller: Caller, a2i: Any, appender: LedgerAppender) -> None:
+        self.caller = caller
+        self.a2i = a2i
+        self.appender = appender
+        self.changed = 0
+        self.errors: Counter[str] = Counter()
+
+    async def describe(self, loop: LoopState) -> Mapping[str, Any] | None:
+        """The loop's DescribeHumanLoop answer (its change recorded); None if unknown now."""
+        try:
+            response: Mapping[str, Any] = await self.caller.call(
+                "DescribeHumanLoop", self.a2i.describe_human_loop, HumanLoopName=loop.loop_name
+            )
+        except CallFailed as exc:
+            if exc.not_found:
+                self.observe(loop, "Deleted", None, "the service no longer has this loop")
+                return {"HumanLoopStatus": "Deleted"}
+            self.errors[exc.error.code] += 1
+            log.warning("describe_failed", loop=loop.loop_name, code=exc.error.code)
+            return None
+        output = response.get("HumanLoopOutput") or {}
+        self.observe(
+            loop,
+            str(response.get("HumanLoopStatus")),
+            output.get("OutputS3Uri"),
+            response.get("FailureReason"),
+        )
+        return response
+
+    async def refresh(self, loop: LoopState) -> None:
+        """`describe` for `fan_out`: only the recorded change matters."""
+        await self.describe(loop)
+
+    def observe(
+        self, loop: LoopState, status: str, output: str | None, failure: str | None
+    ) -> None:
+        if status == loop.status:
+            return
+        self.appender.add(_status_record(loop, status, output, failure))
+        loop.status = status
+        loop.output_s3_uri = output or loop.output_s3_uri
+        self.changed += 1
+
+
+# --------------------------------------------------------------------------------------
+# track
+
+
+@dataclass
+class TrackReport:
+    """What `track` found: every loop's last known status, and what changed this time."""
+
+    ledger: str
+    counts: dict[str, int]  # loops by last known status ("Untracked": never described)
+    changed: int  # loop_status records appended
+    rounds: int
+    pending: int  # loops not (yet) known to be final
+    errors: dict[str, int]  # describe failures by error code (those loops stay pending)
+    timed_out: bool
+    elapsed: float
+    calls: int = 0
+    throttled: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Every loop is final."""
+        return self.pending == 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors or self.timed_out else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "loops": self.counts,
+            "changed": self.changed,
+            "rounds": self.rounds,
+            "pending": self.pending,
+            "errors": self.errors,
+            "timed_out": self.timed_out,
+            "elapsed_s": round(self.elapsed, 3),
+            "calls": self.calls,
+            "throttled": self.throttled,
+        }
+
+
+async def track(
+    ledger: str | os.PathLike[str],
+    *,
+    session: Any | None = None,
+    aws: AwsSettings | None = None,
+    watch: bool = False,
+    interval: float = DEFAULT_INTERVAL,
+    timeout: float | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    retry_policy: RetryPolicy | None = None,
+    on_round: Callable[[TrackReport], Awaitable[None]] | None = None,
+) -> TrackReport:
+    """Describe every loop of the ledger not known to be final; record each change.
+
+    With `watch`, repeat every `interval` seconds until every loop is final or `timeout`
+    seconds have passed (`timed_out` is then set).  `on_round` receives the report after
+    each round (for a progress display).  Records of each round are on disk before the
+    next round starts.
+    """
+    if interval < 0 or (timeout is not None and timeout < 0):
+        raise ConfigError("--interval and --timeout must not be negative")
+    began = time.monotonic()
+    deadline = math.inf if timeout is None else began + timeout
+    table = await _load(ledger)
+    settings = _job_settings(table, aws or AwsSettings())
+    caller = Caller(retry_policy, rate=rate, concurrency=concurrency)
+    appender = LedgerAppender.open(ledger)
+    try:
+        async with AsyncExitStack() as stack:
+            a2i = await _client(stack, settings, session, A2I_SERVICE)
+            observer = _Observer(caller, a2i, appender)
+            rounds = 0
+            timed_out = False
+            while True:
+                pending = [loop for loop in table.loops.values() if not loop.final]
+                observer.errors.clear()
+                if pending:
+                    rounds += 1
+                    await caller.fan_out(pending, observer.refresh)
+                    appender.flush()
+                report = _track_report(table, observer, caller, rounds, False, began)
+                if on_round is not None:
+                    await on_round(report)
+                if not watch or report.done:
+                    break
+                now = time.monotonic()
+                if now >= deadline:
+                    timed_out = True
+                    break
+                await anyio.sleep(min(interval, deadline - now))
+    finally:
+        appender.close()
+    return _track_report(table, observer, caller, rounds, timed_out, began)
+
+
+def _track_report(
+    table: LedgerLoops,
+    observer: _Observer,
+    caller: Caller,
+    rounds: int,
+    timed_out: bool,
+    began: float,
+) -> TrackReport:
+    return TrackReport(
+        ledger=table.path,
+        counts=table.counts(),
+        changed=observer.changed,
+        rounds=rounds,
+        pending=sum(not loop.final for loop in table.loops.values()),
+        errors=dict(observer.errors),
+        timed_out=timed_out,
+        elapsed=time.monotonic() - began,
+        calls=caller.calls,
+        throttled=caller.throttled,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# stop and delete
+
+
+@dataclass
+class ActionReport:
+    """What `stop_loops` or `delete_loops` did."""
+
+    action: Literal["stop", "delete"]
+    acted: int  # loops stopped / deleted
+    skipped: dict[str, int]  # loops left alone, by the status the service reported
+    errors: dict[str, int]  # failed describes and actions, by error code
+    candidates: int  # loops the ledger offered
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "acted": self.acted,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "candidates": self.candidates,
+        }
+
+
+async def stop_loops(
+    ledger: str | os.PathLike[str],
+    *,
+    session: Any | None = None,
+    aws: AwsSettings | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> ActionReport:
+    """StopHumanLoop for each of the job's loops that DescribeHumanLoop shows InProgress.
+
+    A stopped loop goes Stopping, then Stopped; `track` records that.  Loops the ledger
+    does not name are never touched.
+    """
+    return await _act("stop", ledger, session, aws, rate, concurrency, retry_policy)
+
+
+async def delete_loops(
+    ledger: str | os.PathLike[str],
+    *,
+    session: Any | None = None,
+    aws: AwsSettings | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> ActionReport:
+    """DeleteHumanLoop for each of the job's loops that DescribeHumanLoop shows finished.
+
+    Only Completed, Failed or Stopped loops are deleted (A2I refuses the rest, and deleting
+    is for cleaning up, not for cancelling work).  Answers already in your S3 bucket stay.
+    """
+    return await _act("delete", ledger, session, aws, rate, concurrency, retry_policy)
+
+
+async def _act(
+    action: Literal["stop", "delete"],
+    ledger: str | os.PathLike[str],
+    session: Any | None,
+    aws: AwsSettings | None,
+    rate: float | None,
+    concurrency: int | None,
+    retry_policy: RetryPolicy | None,
+) -> ActionReport:
+    table = await _load(ledger)
+    settings = _job_settings(table, aws or AwsSettings())
+    caller = Caller(retry_policy, rate=rate, concurrency=concurrency)
+    candidates = table.candidates(action)
+    acted = 0
+    skipped: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    appender = LedgerAppender.open(ledger)
+    try:
+        async with AsyncExitStack() as stack:
+            a2i = await _client(stack, settings, session, A2I_SERVICE)
+            observer = _Observer(caller, a2i, appender)
+
+            async def one(loop: LoopState) -> None:
+                nonlocal acted
+                found = await observer.describe(loop)
+                if found is None:
+                    return
+                status = str(found.get("HumanLoopStatus"))
+                if action == "stop":
+                    wanted = status == "InProgress"
+                else:
+                    wanted = status in DELETABLE_STATUSES
+                if not wanted:
+                    skipped[status] += 1
+                    return
+                method = a2i.stop_human_loop if action == "stop" else a2i.delete_human_loop
+                operation = "StopHumanLoop" if action == "stop" else "DeleteHumanLoop"
+                try:
+                    await caller.call(operation, method, HumanLoopName=loop.loop_name)
+                except CallFailed as exc:
+                    errors[exc.error.code] += 1
+                    appender.add(_action_record(loop, action, exc.error.code))
+                    return
+                acted += 1
+                appender.add(_action_record(loop, action, action_past(action)))
+                if action == "delete":
+                    loop.deleted_by_us = True
+                    observer.observe(loop, "Deleted", None, None)
+
+            await caller.fan_out(candidates, one)
+            errors.update(observer.errors)
+    finally:
+        appender.close()
+    return ActionReport(action, acted, dict(skipped), dict(errors), len(candidates))
+
+
+def action_past(action: str) -> str:
+    """The ``result`` a successful action records: "stopped" or "deleted"."""
+    return "stopped" if action == "stop" else "deleted"
+
+
+# --------------------------------------------------------------------------------------
+# reconcile
+
+
+@dataclass(frozen=True)
+class ServiceLoop:
+    """A loop ListHumanLoops reports that the ledger has no outcome for."""
+
+    loop_name: str
+    status: str
+    creation_time: str
+    #: the ledger has an intent for it: a call whose answer was lost; rerunning submit
+    #: with the same manifest records it
+    pending_intent: bool
+
+
+@dataclass(frozen=True)
+class LedgerLoop:
+    """A loop the ledger started that the service does not list."""
+
+    id: str
+    loop_name: str
+    human_loop_arn: str | None
+    last_status: str | None
+
+
+@dataclass
+class ReconcileReport:
+    """Differences between the ledger and the service, for one job."""
+
+    ledger: str
+    flow_definition_arn: str
+    name_prefix: str
+    since: str  # CreationTimeAfter used for the listing
+    service_loops: int  # loops listed under the flow definition since then
+    ledger_loops: int  # loops the ledger started
+    missing_from_ledger: list[ServiceLoop]
+    unknown_to_service: list[LedgerLoop]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_from_ledger and not self.unknown_to_service
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "flow_definition_arn": self.flow_definition_arn,
+            "name_prefix": self.name_prefix,
+            "since": self.since,
+            "service_loops": self.service_loops,
+            "ledger_loops": self.ledger_loops,
+            "missing_from_ledger": [vars(x) for x in self.missing_from_ledger],
+            "unknown_to_service": [vars(x) for x in self.unknown_to_service],
+            "ok": self.ok,
+        }
+
+
+async def reconcile(
+    ledger: str | os.PathLike[str],
+    *,
+    session: Any | None = None,
+    aws: AwsSettings | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> ReconcileReport:
+    """List the flow definition's loops since the job began and compare with the ledger.
+
+    Reported: loops named with the job's prefix that the ledger has no ``started`` outcome
+    for, and loops the ledger started that the service does not list (deleted outside
+    a2ibatch, or aged out: A2I removes finished loops after 30 days).  Loops deleted with
+    `delete_loops` are expected to be gone and are not reported.
+    """
+    table = await _load(ledger, intents=True)
+    settings = _job_settings(table, aws or AwsSettings())
+    since = _parse_time(table.started_at) - RECONCILE_SLACK
+    caller = Caller(retry_policy)
+    prefix = table.header.name_prefix + "-"
+    seen: set[str] = set()
+    missing: list[ServiceLoop] = []
+    listed = 0
+    async with AsyncExitStack() as stack:
+        a2i = await _client(stack, settings, session, A2I_SERVICE, pool=4)
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "FlowDefinitionArn": table.header.flow_definition_arn,
+                "CreationTimeAfter": since,
+                "MaxResults": 100,
+            }
+            if token:
+                kwargs["NextToken"] = token
+            try:
+                page = await caller.call("ListHumanLoops", a2i.list_human_loops, **kwargs)
+            except CallFailed as exc:
+                raise JobAborted(
+                    f"cannot list the flow definition's human loops: {exc.error.code} "
+                    f"{exc.error.message}".rstrip(),
+                    code=exc.error.code,
+                ) from None
+            for summary in page.get("HumanLoopSummaries", []):
+                listed += 1
+                name = str(summary.get("HumanLoopName"))
+                seen.add(name)
+                if name in table.loops or not name.startswith(prefix):
+                    continue
+                created = summary.get("CreationTime")
+                missing.append(
+                    ServiceLoop(
+                        loop_name=name,
+                        status=str(summary.get("HumanLoopStatus")),
+                        creation_time=(
+                            created.isoformat() if isinstance(created, datetime) else str(created)
+                        ),
+                        pending_intent=name in table.intents,
+                    )
+                )
+            token = page.get("NextToken")
+            if not token:
+                break
+    unknown = [
+        LedgerLoop(loop.id, loop.loop_name, loop.human_loop_arn, loop.status)
+        for loop in table.loops.values()
+        if loop.loop_name not in seen and not loop.deleted_by_us
+    ]
+    return ReconcileReport(
+        ledger=table.path,
+        flow_definition_arn=table.header.flow_definition_arn,
+        name_prefix=table.header.name_prefix,
+        since=since.isoformat().replace("+00:00", "Z"),
+        service_loops=listed,
+        ledger_loops=len(table.loops),
+        missing_from_ledger=missing,
+        unknown_to_service=unknown,
+    )
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LedgerError(f"the ledger's job record has an unreadable time {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------
+# results
+
+ResultsFormat = Literal["jsonl", "csv"]
+CSV_COLUMNS = (
+    "id",
+    "loop_name",
+    "human_loop_arn",
+    "submitted_at",
+    "worker_ids",
+    "answers",
+    "input",
+    "output_s3_uri",
+)
+
+
+@dataclass
+class ResultsReport:
+    """What `results` wrote."""
+
+    out: str
+    written: int  # rows appended this time
+    already_present: int  # completed loops whose id the output file already had
+    completed: int  # Completed loops in the ledger
+    missing: int  # Completed loops whose output.json is not (yet) readable
+    errors: dict[str, int]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.missing or self.errors else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": self.out,
+            "written": self.written,
+            "already_present": self.already_present,
+            "completed": self.completed,
+            "missing": self.missing,
+            "errors": self.errors,
+        }
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of ``s3://bucket/key`` (or an https S3 URL as A2I may give)."""
+    parts = urlsplit(uri)
+    if parts.scheme == "s3" and parts.netloc and parts.path.strip("/"):
+        return parts.netloc, unquote(parts.path.lstrip("/"))
+    if parts.scheme == "https" and parts.hostname and ".s3" in parts.hostname:
+        bucket = parts.hostname.split(".s3", 1)[0]
+        if bucket:
+            return bucket, unquote(parts.path.lstrip("/"))
+    raise ValueError(f"not an S3 URI: {uri!r}")
+
+
+class _ResultsFile:
+    """The answers file: the ids it holds already, and whole rows appended one write each."""
+
+    def __init__(self, path: Path, fmt: ResultsFormat) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.done: set[str] = set()
+        self._fd = -1
+
+    def open(self) -> None:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self._fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open {self.path}: {exc.strerror or exc}") from None
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            _truncate_to_last_line(self._fd, size)  # a row torn by a crash: it is redone
+        self._read_ids()
+        if self.fmt == "csv" and os.fstat(self._fd).st_size == 0:
+            self._write(_csv_line(CSV_COLUMNS))
+
+    def _read_ids(self) -> None:
+        with open(self._fd, "rb", closefd=False) as raw:
+            raw.seek(0)
+            if self.fmt == "jsonl":
+                for number, line in enumerate(raw, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = orjson.loads(line)
+                        self.done.add(str(row["id"]))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        raise ConfigError(
+                            f"{self.path} line {number} is not a results row; pass a new --out file"
+                        ) from None
+                return
+            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            reader = csv.reader(text)
+            header = next(reader, None)
+            if header is not None and tuple(header) != CSV_COLUMNS:
+                raise ConfigError(
+                    f"{self.path} is not a CSV results file of this version "
+                    f"(columns {', '.join(CSV_COLUMNS)}); pass a new --out file"
+                )
+            for row in reader:
+                if row:
+                    self.done.add(row[0])
+            text.detach()
+
+    def write_row(self, row: Mapping[str, Any]) -> None:
+        if self.fmt == "jsonl":
+            self._write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+            return
+        values = [
+            v if isinstance(v, str) or v is None else orjson.dumps(v).decode()
+            for v in (row[c] for c in CSV_COLUMNS)
+        ]
+        self._write(_csv_line(values))
+
+    def _write(self, data: bytes) -> None:
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            raise LedgerWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        if written != len(data):
+            raise LedgerWriteError(f"cannot write {self.path}: short write (disk full?)")
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _csv_line(values: Iterable[str | None]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return buffer.getvalue().encode("utf-8")
+
+
+def _truncate_to_last_line(fd: int, size: int) -> None:
+    data = os.pread(fd, size, 0) if size < (1 << 26) else b""
+    end = data.rfind(b"\n") + 1 if data else 0
+    if not data:  # a huge file: search backwards in blocks
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            block = os.pread(fd, end - start, start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+    os.ftruncate(fd, end)
+
+
+def _answers_row(loop: LoopState, output: Mapping[str, Any], uri: str) -> dict[str, Any]:
+    raw = output.get("humanAnswers")
+    answers = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
+    times = [str(a.get("submissionTime")) for a in answers if a.get("submissionTime")]
+    return {
+        "id": loop.id,
+        "loop_name": loop.loop_name,
+        "human_loop_arn": loop.human_loop_arn,
+        "submitted_at": max(times) if times else None,
+        "worker_ids": [a.get("workerId") for a in answers],
+        "answers": [a.get("answerContent") for a in answers],
+        "input": output.get("inputContent"),
+        "output_s3_uri": uri,
+    }
+
+
+async def _completed(ledger: str | os.PathLike[str]) -> AsyncIterator[LoopState]:
+    """The ledger's Completed loops in ledger order, streamed (each once)."""
+    seen: set[str] = set()
+    records = iter_records(ledger, events=("loop_status",))
+    count = 0
+    for record in records:
+        count += 1
+        if count % 4096 == 0:
+            await anyio.lowlevel.checkpoint()
+        if record.get("loop_status") != "Completed":
+            continue
+        name = record.get("loop_name")
+        item_id = record.get("id")
+        if not isinstance(name, str) or not isinstance(item_id, str) or name in seen:
+            continue
+        seen.add(name)
+        arn = record.get("human_loop_arn")
+        uri = record.get("output_s3_uri")
+        yield LoopState(
+            item_id,
+            name,
+            arn if isinstance(arn, str) else None,
+            "Completed",
+            uri if isinstance(uri, str) else None,
+        )
+
+
+async def results(
+    ledger: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    session: Any | None = None,
+    aws: AwsSettings | None = None,
+    format: ResultsFormat = "jsonl",
+    manifest: str | None = None,
+    concurrency: int = 32,
+    retry_policy: RetryPolicy | None = None,
+) -> ResultsReport:
+    """Write one row per Completed loop (per `track`'s records) with its reviewers' answers.
+
+    Each row: id, loop name and ARN, the last submission time, the workers' ids, their
+    answers (``humanAnswers[].answerContent``), the input the reviewers saw
+    (``inputContent``) and the output's S3 URI.  Rows are appended as outputs arrive, so
+    memory holds only the outputs being fetched; ids already in `out` are skipped, so a
+    rerun carries on where a previous one stopped.  In CSV, the list and object columns
+    hold JSON text.  With `manifest`, each row also gets ``manifest_line`` and
+    ``manifest_input`` (the custom input, or the S3 URI of the document or image) from the
+    manifest (JSONL rows only; the manifest is read once per 5,000 rows).
+    """
+    if format not in ("jsonl", "csv"):
+        raise ConfigError("--format must be jsonl or csv")
+    if manifest is not None and format == "csv":
+        raise ConfigError("--manifest joins manifest columns into JSONL rows; use --format jsonl")
+    table_header = await anyio.to_thread.run_sync(_header_only, ledger)
+    settings = _job_settings(table_header, aws or AwsSettings())
+    caller = Caller(retry_policy, concurrency=concurrency)
+    target = _ResultsFile(Path(out), format)
+    await anyio.to_thread.run_sync(target.open)
+    completed = already = written = missing = 0
+    errors: Counter[str] = Counter()
+    try:
+        async with AsyncExitStack() as stack:
+            s3 = await _client(stack, settings, session, "s3", pool=max(concurrency, 10))
+
+            async def fetch(job: tuple[LoopState, Mapping[str, Any] | None]) -> None:
+                nonlocal written, missing
+                loop, extra = job
+                uri = loop.output_s3_uri
+                try:
+                    if uri is None:
+                        raise ValueError("no output URI was recorded")
+                    bucket, key = parse_s3_uri(uri)
+                except ValueError:
+                    errors["NoOutputUri"] += 1
+                    return
+                try:
+                    response = await caller.call("GetObject", s3.get_object, Bucket=bucket, Key=key)
+                    async with response["Body"] as body:
+                        data = await body.read()
+                except CallFailed as exc:
+                    if exc.error.code in ("NoSuchKey", "404", "NoSuchBucket"):
+                        missing += 1
+                    else:
+                        errors[exc.error.code] += 1
+                    log.warning("output_unreadable", loop=loop.loop_name, code=exc.error.code)
+                    return
+                try:
+                    output = orjson.loads(data)
+                    if not isinstance(output, dict):
+                        raise TypeError
+                except (orjson.JSONDecodeError, TypeError):
+                    errors["BadOutputJson"] += 1
+                    return
+                row = _answers_row(loop, output, uri)
+                if manifest is not None:
+                    row["manifest_line"] = None if extra is None else extra.get("line")
+                    row["manifest_input"] = None if extra is None else extra.get("input")
+                target.write_row(row)
+                written += 1
+
+            batch: list[LoopState] = []
+
+            async def drain() -> None:
+                joined = await _join_manifest(batch, manifest, settings, s3)
+                await caller.fan_out([(x, joined.get(x.id)) for x in batch], fetch)
+                batch.clear()
+
+            async for loop in _completed(ledger):
+                completed += 1
+                if loop.id in target.done:
+                    already += 1
+                    continue
+                target.done.add(loop.id)
+                batch.append(loop)
+                if len(batch) >= (MANIFEST_CHUNK if manifest else 256):
+                    await drain()
+            await drain()
+    finally:
+        target.close()
+    return ResultsReport(str(out), written, already, completed, missing, dict(errors))
+
+
+def _header_only(path: str | os.PathLike[str]) -> LedgerLoops:
+    for record in iter_records(path, events=("job",)):
+        try:
+            header = JobHeader.from_record(record)
+        except (KeyError, TypeError, ValueError):
+            raise LedgerError(f"ledger {path}: its first job record is malformed") from None
+        return LedgerLoops(os.fspath(path), header, str(record.get("at") or ""), {})
+    raise LedgerError(f"{path} has no job record: it is not an a2ibatch ledger")
+
+
+async def _join_manifest(
+    batch: list[LoopState], manifest: str | None, settings: SubmitSettings, s3: Any
+) -> dict[str, dict[str, Any]]:
+    """Manifest line and input of the batch's ids (one pass over the manifest)."""
+    if manifest is None or not batch:
+        return {}
+    wanted = {loop.id for loop in batch}
+    found: dict[str, dict[str, Any]] = {}
+    async for entry in read_manifest(manifest, settings.task, s3_client=s3):
+        if isinstance(entry, Invalid) or entry.id not in wanted:
+            continue
+        value: Any
+        if entry.input_content is not None:
+            value = orjson.loads(entry.input_content)
+        else:
+            value = entry.s3.uri if entry.s3 is not None else None
+        found[entry.id] = {"line": entry.line, "input": value}
+        if len(found) == len(wanted):
+            break
+    return found

@@ -1,0 +1,356 @@
+"""Checks before spending: refuse a job that would fail or cost more than agreed.
+
+A submit job can start a million human loops in minutes, and some mistakes only show once
+workers open their tasks, or once the bill comes.  Before the first StartHumanLoop (or
+AnalyzeDocument, DetectModerationLabels), `preflight` checks, with a few read-only calls:
+
+* the flow definition exists, is Active, and lives in the region the job calls;
+* a public (Mechanical Turk) work team gets only data declared free of personal
+  information (A2I never sends other tasks to Mechanical Turk, so they would sit unseen);
+* every input bucket of a Textract or Rekognition job is in that region and has the CORS
+  rule the worker UI needs to load the document (without it, review tasks fail);
+* the estimated labour cost (items x workers per item x price per task) is within
+  ``max_cost``, unless the user confirmed it.
+
+A refusal is a `PreflightError` whose message says what to fix; doubts that do not justify
+a refusal become warnings in the `PreflightReport`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ._config import SubmitSettings
+from ._errors import ConfigError, JobAborted, PreflightError
+from ._models import Item, TaskType
+
+if TYPE_CHECKING:
+    from ._lifecycle import Caller
+
+__all__ = [
+    "A2I_CORS_RULE",
+    "PUBLIC_WORKTEAM_MARK",
+    "FlowDefinitionInfo",
+    "PreflightReport",
+    "preflight",
+    "scan_manifest",
+]
+
+#: the account and path of the public Mechanical Turk work team, in every region
+PUBLIC_WORKTEAM_MARK = ":394669845002:workteam/public-crowd/"
+PII_FREE = "FreeOfPersonallyIdentifiableInformation"
+ADULT_FREE = "FreeOfAdultContent"
+#: the CORS rule A2I documents for input buckets: the worker UI fetches objects with GET
+A2I_CORS_RULE: Mapping[str, Any] = {
+    "AllowedHeaders": [],
+    "AllowedMethods": ["GET"],
+    "AllowedOrigins": ["*"],
+    "ExposeHeaders": [],
+}
+_NOT_FOUND = frozenset({"ResourceNotFound", "ResourceNotFoundException", "ValidationException"})
+_BUCKET_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class FlowDefinitionInfo:
+    """What DescribeFlowDefinition said that matters to a job."""
+
+    arn: str
+    name: str
+    status: str
+    region: str
+    workteam_arn: str | None
+    public_workforce: bool
+    task_count: int | None  # workers per item
+    price_per_task: float | None  # USD, public work team only
+    output_path: str | None  # S3OutputPath of the answers
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class PreflightReport:
+    """The checks passed; what they learnt, and doubts that did not stop the job."""
+
+    flow_definition: FlowDefinitionInfo
+    items: int | None
+    buckets: list[str]  # input buckets checked
+    estimated_cost: float | None  # USD; None when unknown (private work team, no count)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow_definition": self.flow_definition.to_dict(),
+            "items": self.items,
+            "buckets": self.buckets,
+            "estimated_cost": self.estimated_cost,
+            "warnings": self.warnings,
+        }
+
+
+def _arn_parts(arn: str) -> tuple[str, str]:
+    """(region, name) of a flow definition ARN."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or not parts[5].startswith("flow-definition/") or not parts[3]:
+        raise ConfigError(
+            f"{arn!r} is not a flow definition ARN "
+            "(arn:aws:sagemaker:REGION:ACCOUNT:flow-definition/NAME)"
+        )
+    return parts[3], parts[5].split("/", 1)[1]
+
+
+def _price(config: Mapping[str, Any]) -> float | None:
+    price = config.get("PublicWorkforceTaskPrice") or {}
+    amount = price.get("AmountInUsd")
+    if not amount:
+        return None
+    usd = (
+        Decimal(int(amount.get("Dollars") or 0))
+        + Decimal(int(amount.get("Cents") or 0)) / 100
+        + Decimal(int(amount.get("TenthFractionsOfACent") or 0)) / 1000
+    )
+    return float(usd)
+
+
+async def preflight(
+    settings: SubmitSettings,
+    *,
+    session: Any | None = None,
+    items: int | None,
+    buckets: Collection[str],
+    s3_client: Any | None = None,
+) -> PreflightReport:
+    """Run the checks for a job of `items` items reading from `buckets`; raise on refusal.
+
+    `items` None (a manifest that cannot be read twice, such as stdin) skips the cost
+    estimate.  `buckets` matter for Textract and Rekognition jobs only.  S3 calls use
+    `s3_client` when given, else a client of `session` (``AWS_ENDPOINT_URL_S3`` wins over
+    the job's endpoint URL, so S3 can live elsewhere than an emulator).
+    """
+    from ._api import client_kwargs, make_session, open_client
+    from ._lifecycle import Caller
+
+    region, name = _arn_parts(settings.flow_definition_arn)
+    caller = Caller(concurrency=_BUCKET_CONCURRENCY)
+    warnings: list[str] = []
+    async with AsyncExitStack() as stack:
+        session = make_session(settings, session)
+        kwargs = client_kwargs(settings, _BUCKET_CONCURRENCY)
+        sagemaker = await open_client(stack, session, "sagemaker", kwargs)
+        client_region = str(sagemaker.meta.region_name)
+        if client_region != region:
+            raise PreflightError(
+                f"the flow definition {settings.flow_definition_arn} is in region {region} "
+                f"but the job would call region {client_region}: pass --region {region} "
+                "(the flow definition, the input buckets and a private work team must share "
+                "one region)",
+                code="RegionMismatch",
+            )
+        flow = await _describe_flow(caller, sagemaker, settings.flow_definition_arn, name, region)
+        _check_workforce(flow, settings, warnings)
+        checked: list[str] = []
+        if settings.task is not TaskType.CUSTOM and buckets:
+            if s3_client is None:
+                s3_kwargs = dict(kwargs)
+                if os.environ.get("AWS_ENDPOINT_URL_S3"):
+                    s3_kwargs.pop("endpoint_url", None)
+                s3_client = await open_client(stack, session, "s3", s3_kwargs)
+            checked = sorted(set(buckets))
+            await _check_buckets(caller, s3_client, checked, region, warnings)
+    cost = _estimate(flow, items, settings, warnings)
+    return PreflightReport(flow, items, checked, cost, warnings)
+
+
+async def _describe_flow(
+    caller: Caller, sagemaker: Any, arn: str, name: str, region: str
+) -> FlowDefinitionInfo:
+    from ._lifecycle import CallFailed
+
+    try:
+        found: Mapping[str, Any] = await caller.call(
+            "DescribeFlowDefinition", sagemaker.describe_flow_definition, FlowDefinitionName=name
+        )
+    except CallFailed as exc:
+        if exc.error.code in _NOT_FOUND:
+            raise PreflightError(
+                f"the flow definition {arn} does not exist in region {region} for this "
+                "account: check --flow-definition-arn (and --region / --profile), or create "
+                "the human review workflow first (SageMaker console > Augmented AI, or "
+                "CreateFlowDefinition)",
+                code=exc.error.code,
+            ) from None
+        raise PreflightError(
+            f"cannot check the flow definition {arn}: {exc.error.code} {exc.error.message}; "
+            "fix that or skip the checks with --no-preflight",
+            code=exc.error.code,
+        ) from None
+    except PreflightError:
+        raise
+    except JobAborted as exc:
+        raise PreflightError(
+            f"cannot check the flow definition: {exc}; the checks need "
+            "sagemaker:DescribeFlowDefinition (or skip them with --no-preflight)",
+            code=exc.code,
+        ) from None
+    status = str(found.get("FlowDefinitionStatus"))
+    if status != "Active":
+        reason = found.get("FailureReason")
+        because = f" ({reason})" if reason else ""
+        raise PreflightError(
+            f"the flow definition {arn} is {status}{because}, not Active: no loop can start "
+            "until it is; wait for it to become Active, or create a new one and pass its ARN",
+            code="FlowDefinitionNotActive",
+        )
+    config = found.get("HumanLoopConfig") or {}
+    workteam = config.get("WorkteamArn")
+    output = found.get("OutputConfig") or {}
+    count = config.get("TaskCount")
+    return FlowDefinitionInfo(
+        arn=str(found.get("FlowDefinitionArn") or arn),
+        name=name,
+        status=status,
+        region=region,
+        workteam_arn=workteam,
+        public_workforce=isinstance(workteam, str) and PUBLIC_WORKTEAM_MARK in workteam,
+        task_count=int(count) if count is not None else None,
+        price_per_task=_price(config),
+        output_path=output.get("S3OutputPath"),
+    )
+
+
+def _check_workforce(
+    flow: FlowDefinitionInfo, settings: SubmitSettings, warnings: list[str]
+) -> None:
+    if not flow.public_workforce:
+        return
+    classifiers = set(settings.content_classifiers)
+    if PII_FREE not in classifiers:
+        raise PreflightError(
+            f"the flow definition {flow.arn} sends tasks to the public Mechanical Turk "
+            f"workforce, and A2I sends them there only with the {PII_FREE} content "
+            "classifier: without it every task would wait unseen. If the data is free of "
+            f"personal information (PHI included), pass --content-classifier {PII_FREE}; "
+            "otherwise use a flow definition with a private or vendor work team",
+            code="PublicWorkforceWithoutPiiClassifier",
+        )
+    if ADULT_FREE not in classifiers:
+        warnings.append(
+            f"public workforce without the {ADULT_FREE} classifier: Mechanical Turk may "
+            f"show the tasks to fewer workers; pass --content-classifier {ADULT_FREE} if "
+            "the data is free of adult content"
+        )
+
+
+def _cors_fix(bucket: str) -> str:
+    rules = orjson.dumps({"CORSRules": [A2I_CORS_RULE]}).decode()
+    return f"aws s3api put-bucket-cors --bucket {bucket} --cors-configuration '{rules}'"
+
+
+async def _check_buckets(
+    caller: Caller, s3: Any, buckets: list[str], region: str, warnings: list[str]
+) -> None:
+    from ._lifecycle import CallFailed
+
+    problems: list[str] = []
+
+    async def check(bucket: str) -> None:
+        try:
+            location = await caller.call("GetBucketLocation", s3.get_bucket_location, Bucket=bucket)
+            where = location.get("LocationConstraint") or "us-east-1"
+            where = "eu-west-1" if where == "EU" else str(where)
+            if where != region:
+                problems.append(
+                    f"bucket {bucket} is in region {where} but the flow definition is in "
+                    f"{region}: A2I needs input buckets in the flow definition's region "
+                    "(copy the objects to a bucket there)"
+                )
+                return
+            cors = await caller.call("GetBucketCors", s3.get_bucket_cors, Bucket=bucket)
+        except CallFailed as exc:
+            code = exc.error.code
+            if code == "NoSuchCORSConfiguration":
+                problems.append(
+                    f"bucket {bucket} has no CORS configuration, so the worker UI cannot load "
+                    f"its objects and review tasks fail; add A2I's rule: {_cors_fix(bucket)}"
+                )
+            elif code == "NoSuchBucket":
+                problems.append(f"bucket {bucket} does not exist (check the manifest)")
+            else:
+                warnings.append(f"cannot check bucket {bucket} ({code}); check it by hand")
+            return
+        except PreflightError:
+            raise
+        except JobAborted as exc:
+            warnings.append(
+                f"cannot check bucket {bucket} ({exc.code or exc}): make sure it is in "
+                f"{region} and has A2I's CORS rule"
+            )
+            return
+        rules = cors.get("CORSRules") or []
+        gets = [r for r in rules if "GET" in (r.get("AllowedMethods") or [])]
+        if not gets:
+            problems.append(
+                f"bucket {bucket} has no CORS rule allowing GET, so the worker UI cannot load "
+                f"its objects and review tasks fail; add A2I's rule: {_cors_fix(bucket)}"
+            )
+        elif not any("*" in (r.get("AllowedOrigins") or []) for r in gets):
+            warnings.append(
+                f"bucket {bucket}'s CORS rules allow GET only from some origins; A2I's "
+                'worker UI needs any origin (AllowedOrigins ["*"])'
+            )
+
+    await caller.fan_out(buckets, check)
+    if problems:
+        shown = problems[:10]
+        more = f" (and {len(problems) - 10} more buckets)" if len(problems) > 10 else ""
+        raise PreflightError("; ".join(sorted(shown)) + more, code="InputBucket")
+
+
+def _estimate(
+    flow: FlowDefinitionInfo,
+    items: int | None,
+    settings: SubmitSettings,
+    warnings: list[str],
+) -> float | None:
+    if items is None or flow.price_per_task is None:
+        if settings.max_cost is not None and flow.public_workforce:
+            warnings.append("the cost cannot be estimated, so --max-cost was not applied")
+        return None
+    workers = flow.task_count or 1
+    cost = round(items * workers * flow.price_per_task, 3)
+    if settings.max_cost is not None and cost > settings.max_cost and not settings.confirm_cost:
+        raise PreflightError(
+            f"the estimated labour cost is ${cost:,.2f} ({items} items x {workers} workers x "
+            f"${flow.price_per_task:g} per task), above --max-cost ${settings.max_cost:,.2f}; "
+            "pass --yes to accept it, or raise --max-cost",
+            code="MaxCost",
+        )
+    return cost
+
+
+async def scan_manifest(settings: SubmitSettings, s3_client: Any) -> tuple[int, set[str]]:
+    """Count the manifest's valid items and collect their S3 buckets (one full read).
+
+    A manifest read from stdin cannot be read again for the job: ConfigError.  Invalid
+    lines are not counted (submit records them without sending anything).
+    """
+    from ._manifest import read_manifest
+
+    if settings.manifest == "-":
+        raise ConfigError("a manifest on stdin cannot be scanned before the job reads it")
+    count = 0
+    buckets: set[str] = set()
+    async for entry in read_manifest(settings.manifest, settings.task, s3_client=s3_client):
+        if isinstance(entry, Item):
+            count += 1
+            if entry.s3 is not None:
+                buckets.add(entry.s3.bucket)
+    return count, buckets
