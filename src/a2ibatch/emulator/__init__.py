@@ -1,0 +1,31 @@
+"""A local emulator of the AWS APIs a2ibatch calls, for tests, benchmarks and demos.
+
+One HTTP endpoint serves the A2I runtime (rest-json), Textract, Rekognition and SageMaker
+(JSON 1.1), with quotas, latency, injected faults, lost and slow answers, and loop
+lifecycles, all set by `EmulatorConfig`.  Paths under ``/_emulator/`` tell what happened
+(stats, loops, accepted calls per second) and change settings at run time.
+
+Stand-alone: nothing here imports the rest of a2ibatch.
+
+    async with serve(EmulatorConfig(quota=100)) as emu:
+        client = session.client("sagemaker-a2i-runtime", endpoint_url=emu.url)
+
+    with run_subprocess(EmulatorConfig(latency_ms=20)) as url:
+        ...
+"""
+
+from __future__ import annotations
+
+from ._config import EmulatorConfig, SameInputReuse, ThrottleCode
+from ._server import Emulator, serve
+from ._subprocess import EmulatorStartError, run_subprocess
+
+__all__ = [
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorStartError",
+    "SameInputReuse",
+    "ThrottleCode",
+    "run_subprocess",
+    "serve",
+]

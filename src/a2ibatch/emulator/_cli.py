@@ -1,0 +1,139 @@
+"""The emulator as a command: flags, and a blocking run until SIGINT or SIGTERM.
+
+Used by ``python -m a2ibatch.emulator`` and by the project's ``a2ibatch emulate``.  The
+first line on stdout is always ``listening on http://HOST:PORT``, flushed at once, so a
+parent process can read the URL (the port may have been chosen by the system).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._config import SAME_INPUT_REUSE, THROTTLE_CODES, EmulatorConfig
+from ._server import serve
+
+_DEFAULTS = EmulatorConfig()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+#: (config field, type, help) for every plain valued flag, in --help order
+_VALUED: tuple[tuple[str, Any, str], ...] = (
+    ("host", str, "interface to listen on"),
+    ("port", int, "port (0: any free port)"),
+    ("quota", float, "calls per second per operation (default: unlimited)"),
+    ("burst", int, "token-bucket capacity per operation"),
+    ("latency_ms", float, "latency added to every call"),
+    ("jitter_ms", float, "latency varies uniformly by +/- this much"),
+    ("activation_rate", float, "share of Textract/Rekognition inputs that start a loop"),
+    ("fault_rate", float, "share of calls answered 5xx before doing anything"),
+    ("lost_response_rate", float, "share of start calls that take effect, then lose the answer"),
+    ("slow_rate", float, "share of start calls that take effect, then answer after --slow-ms"),
+    ("slow_ms", float, "delay of a slow answer"),
+    ("complete_after", float, "seconds until an InProgress loop completes (default: never)"),
+    ("failure_rate", float, "share of finishing loops that end Failed"),
+    ("stopping_seconds", float, "how long a stopped loop shows Stopping"),
+    ("max_in_progress", int, "cap on InProgress loops (default: none)"),
+    ("seed", int, "seed of the random draws (faults, latency, activation)"),
+    ("output_bucket", str, "bucket of the loops' OutputS3Uri"),
+    ("account_id", str, "the emulated account"),
+    ("region", str, "region of ARNs when a request's signature names none"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's flags to `parser` (defaults are `EmulatorConfig`'s)."""
+    for name, kind, text in _VALUED:
+        default = getattr(_DEFAULTS, name)
+        parser.add_argument(
+            _flag(name), dest=name, type=kind, default=default, help=f"{text} (default {default})"
+        )
+    parser.add_argument(
+        "--same-input-reuse",
+        choices=SAME_INPUT_REUSE,
+        default=_DEFAULTS.same_input_reuse,
+        help="StartHumanLoop with a name in use and the same input: ConflictException, or "
+        "the same ARN again (default %(default)s)",
+    )
+    parser.add_argument(
+        "--throttle-code",
+        choices=THROTTLE_CODES,
+        default=_DEFAULTS.throttle_code,
+        help="the throttling error of Textract and Rekognition (default %(default)s)",
+    )
+    parser.add_argument(
+        "--not-a2i-customer",
+        action="store_true",
+        help="refuse every human loop: A2I is in maintenance mode for this account",
+    )
+
+
+def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
+    """The `EmulatorConfig` the parsed flags describe (ValueError when they are wrong)."""
+    values = {name: getattr(ns, name) for name, _, _ in _VALUED}
+    return EmulatorConfig(
+        **values,
+        same_input_reuse=ns.same_input_reuse,
+        throttle_code=ns.throttle_code,
+        not_a2i_customer=bool(ns.not_a2i_customer),
+    )
+
+
+def to_args(config: EmulatorConfig) -> list[str]:
+    """The flags that reproduce `config` (only the ones that differ from the defaults)."""
+    args: list[str] = []
+    for name, _, _ in _VALUED:
+        value = getattr(config, name)
+        if value != getattr(_DEFAULTS, name):
+            args += [_flag(name), repr(value) if isinstance(value, float) else str(value)]
+    if config.same_input_reuse != _DEFAULTS.same_input_reuse:
+        args += ["--same-input-reuse", config.same_input_reuse]
+    if config.throttle_code != _DEFAULTS.throttle_code:
+        args += ["--throttle-code", config.throttle_code]
+    if config.not_a2i_customer:
+        args.append("--not-a2i-customer")
+    return args
+
+
+def run(config: EmulatorConfig) -> int:
+    """Serve until SIGINT or SIGTERM; print the URL first.  Returns the exit code (0)."""
+    return asyncio.run(_run(config))
+
+
+async def _run(config: EmulatorConfig) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with serve(config) as emulator:
+            sys.stdout.write(f"listening on {emulator.url}\n")
+            sys.stdout.flush()
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m a2ibatch.emulator [flags]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m a2ibatch.emulator",
+        description="Local emulator of A2I runtime, Textract, Rekognition and SageMaker "
+        "(DescribeFlowDefinition) on one endpoint.",
+    )
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    try:
+        config = config_from_args(ns)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return run(config)

@@ -1,0 +1,115 @@
+"""The HTTP server: one endpoint for all four services, in the caller's event loop.
+
+aiohttp's low-level server (no router, no middleware, no access log) keeps the per-request
+cost small; the protocol is recognised from the request itself (`_wire.identify`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+from . import _engine, _introspection, _wire
+from ._auth import caller_from_header
+from ._config import EmulatorConfig
+from ._errors import ServiceError
+from ._state import State
+
+log = logging.getLogger(__name__)
+
+#: how long a stopping server waits for calls in flight (a slow answer, say)
+SHUTDOWN_TIMEOUT = 1.0
+
+
+class Emulator:
+    """A running emulator: its URL, and its state for callers in the same process."""
+
+    def __init__(self, state: State, host: str, port: int) -> None:
+        self._state = state
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL to give every AWS client (``http://HOST:PORT``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The settings in force."""
+        return self._state.config
+
+    def reconfigure(self, **changes: Any) -> EmulatorConfig:
+        """Change settings while running (as ``POST /_emulator/config`` does)."""
+        config = self._state.config.updated(changes)
+        self._state.reconfigure(config)
+        return config
+
+    def stats(self) -> dict[str, Any]:
+        """The same figures as ``GET /_emulator/stats``."""
+        return self._state.stats.snapshot(self._state.loops)
+
+    def reset(self) -> None:
+        """Forget every loop and counter."""
+        self._state.reset()
+
+
+def make_handler(state: State) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """The request handler of the low-level aiohttp server, bound to `state`."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.startswith(_introspection.PREFIX):
+            return await _introspection.handle(state, request)
+        protocol, operation = _wire.identify(request)
+        try:
+            if operation is None:
+                raise _wire.unknown_operation(protocol)
+            params = await _wire.parameters(request, protocol, operation)
+            caller = caller_from_header(request.headers.get("Authorization"), state.config.region)
+            reply = await _engine.handle(state, operation, params, caller)
+        except ServiceError as error:
+            return _wire.failure(protocol, error)
+        except Exception:
+            log.exception("emulator failed on %s %s", request.method, request.path)
+            return _wire.failure(protocol, _wire.internal_error(protocol))
+        if reply.drop:
+            _drop_connection(request)
+        return _wire.success(protocol, reply.body)
+
+    return handle
+
+
+def _drop_connection(request: web.BaseRequest) -> None:
+    """Close the socket so the answer written next goes nowhere (aiohttp ignores that)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+@asynccontextmanager
+async def serve(config: EmulatorConfig | None = None) -> AsyncIterator[Emulator]:
+    """Run an emulator in the current event loop until the block ends."""
+    config = config or EmulatorConfig()
+    state = State(config)
+    server = web.Server(make_handler(state), access_log=None)
+    runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner,
+            config.host,
+            config.port,
+            backlog=1024,
+            reuse_address=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield Emulator(state, str(host), int(port))
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,70 @@
+"""Everything one emulator instance knows, and the call handed to an operation.
+
+Operations are plain synchronous functions of (`State`, `Call`): run on the event loop
+without awaiting, each one is atomic, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._auth import Caller
+from ._config import EmulatorConfig
+from ._loops import LoopStore
+from ._quota import Quotas
+from ._stats import Stats
+
+MAINTENANCE_MESSAGE: Final = (
+    "Amazon Augmented AI is in maintenance mode and no longer accepts new customers; "
+    "this account is not an existing A2I customer."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as an operation sees it: decoded parameters, caller, arrival time."""
+
+    params: dict[str, Any]
+    caller: Caller
+    now: float  # Unix time
+
+
+class State:
+    """Settings, loops, counters, quotas and the seeded random generator."""
+
+    __slots__ = ("config", "loops", "quotas", "rng", "stats")
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.loops = LoopStore()
+        self.stats = Stats()
+        self.quotas = Quotas(config.quota, config.burst)
+
+    def reconfigure(self, config: EmulatorConfig) -> None:
+        """Switch to new settings; loops and counters stay, a new seed restarts the dice."""
+        if config.seed != self.config.seed:
+            self.rng = random.Random(config.seed)
+        self.quotas.configure(config.quota, config.burst, time.monotonic())
+        self.config = config
+
+    def reset(self) -> None:
+        """Forget every loop and counter (settings stay)."""
+        self.rng = random.Random(self.config.seed)
+        self.loops = LoopStore()
+        self.stats = Stats()
+        self.quotas = Quotas(self.config.quota, self.config.burst)
+
+    def loop_arn(self, region: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{region}:{self.config.account_id}:human-loop/{name}"
+
+    def chance(self, rate: float) -> bool:
+        """True with probability `rate`; draws nothing when the rate is 0 or 1."""
+        if rate <= 0.0:
+            return False
+        if rate >= 1.0:
+            return True
+        return self.rng.random() < rate
