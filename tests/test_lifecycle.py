@@ -1,0 +1,440 @@
+"""After submit, over HTTP: track, results, stop, delete and reconcile a real job's loops.
+
+Each test runs a real submit against the emulator first; its answers are "reviewed" by a
+fixture that writes each Completed loop's output.json into moto's S3 where A2I would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import anyio
+import anyio.to_thread
+import orjson
+import pytest
+import structlog
+
+from a2ibatch import AwsSettings, SubmitSettings, TaskType, submit
+from a2ibatch._lifecycle import (
+    CSV_COLUMNS,
+    delete_loops,
+    load_loops,
+    parse_s3_uri,
+    reconcile,
+    results,
+    stop_loops,
+    track,
+)
+from a2ibatch.cli._app import main
+from helpers import FLOW, emulator_get, ledger_records
+
+pytestmark = pytest.mark.anyio
+
+Reviewers = Callable[..., Awaitable[dict[str, dict[str, Any]]]]
+
+
+def aws(url: str) -> AwsSettings:
+    return AwsSettings(endpoint_url=url, region="us-east-1")
+
+
+async def submitted(url: str, tmp_path: Path, n: int = 8) -> SubmitSettings:
+    """A real custom job of `n` items (ids a0..), under a name prefix of its own."""
+    manifest = tmp_path / "manifest.jsonl"
+    lines = (orjson.dumps({"id": f"a{i}", "input": {"x": i}}) + b"\n" for i in range(n))
+    manifest.write_bytes(b"".join(lines))
+    s = SubmitSettings(
+        task=TaskType.CUSTOM,
+        flow_definition_arn=FLOW,
+        ledger=tmp_path / "ledger.jsonl",
+        manifest=str(manifest),
+        name_prefix=f"t{uuid.uuid4().hex[:8]}",
+        aws=aws(url),
+        preflight=False,
+    )
+    summary = await submit(s)
+    assert summary.counts["started"] == n
+    return s
+
+
+def records(path: Path, event: str) -> list[dict[str, Any]]:
+    return [r for r in ledger_records(path) if r["event"] == event]
+
+
+def last_status(path: Path) -> dict[str, str]:
+    return {r["loop_name"]: r["loop_status"] for r in records(path, "loop_status")}
+
+
+async def service_loops(url: str) -> dict[str, dict[str, Any]]:
+    return {loop["name"]: loop for loop in await emulator_get(url, "/_emulator/loops")}
+
+
+@pytest.fixture
+async def reviewers(emulator: Any, moto_s3_url: str) -> Reviewers:
+    """Writes output.json, as A2I would, for the ledger's Completed loops (or `only` ids)."""
+
+    async def review(ledger: Path, *, only: set[str] | None = None) -> dict[str, dict[str, Any]]:
+        loops = await service_loops(emulator.url)
+        written: dict[str, dict[str, Any]] = {}
+        async with aioboto3.Session().client(
+            "s3", endpoint_url=moto_s3_url, region_name="us-east-1"
+        ) as s3:
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                await s3.create_bucket(Bucket="a2i-output")
+            for record in records(ledger, "loop_status"):
+                if record["loop_status"] != "Completed":
+                    continue
+                if only is not None and record["id"] not in only:
+                    continue
+                name = record["loop_name"]
+                bucket, key = parse_s3_uri(record["output_s3_uri"])
+                output = {
+                    "flowDefinitionArn": FLOW,
+                    "humanAnswers": [
+                        {
+                            "answerContent": {"verdict": f"ok {record['id']}", "by": w},
+                            "submissionTime": f"2026-11-25T06:00:0{w}.000Z",
+                            "workerId": f"worker-{w}",
+                            "workerMetadata": {"identityData": {"sub": f"sub-{w}"}},
+                        }
+                        for w in range(2)
+                    ],
+                    "humanLoopName": name,
+                    "inputContent": orjson.loads(loops[name]["input_content"]),
+                }
+                await s3.put_object(Bucket=bucket, Key=key, Body=orjson.dumps(output))
+                written[record["id"]] = output
+        return written
+
+    return review
+
+
+async def cli(*argv: str) -> int:
+    """The real command line, in a thread (it runs its own event loop).
+
+    The command configures logging for the process; that is undone afterwards so that
+    later tests do not log into this test's captured (then closed) streams.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code: int = await anyio.to_thread.run_sync(main, list(argv))
+        return code
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+# -- track -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.3}], indirect=True)
+async def test_track_with_watch_follows_every_loop_to_completion(
+    emulator: Any, tmp_path: Path
+) -> None:
+    s = await submitted(emulator.url, tmp_path)
+    first = await track(s.ledger, aws=aws(emulator.url))
+    assert first.rounds == 1 and not first.timed_out
+    assert sum(first.counts.values()) == 8
+
+    rounds: list[int] = []
+
+    async def on_round(report: Any) -> None:
+        rounds.append(report.pending)
+
+    report = await track(
+        s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10, on_round=on_round
+    )
+    assert report.done and report.exit_code == 0
+    assert report.counts == {"Completed": 8}
+    assert rounds[-1] == 0
+    service = await service_loops(emulator.url)
+    statuses = records(s.ledger, "loop_status")
+    for record in statuses:
+        assert record["human_loop_arn"] == service[record["loop_name"]]["arn"]
+    completed = [r for r in statuses if r["loop_status"] == "Completed"]
+    assert len(completed) == 8  # one record per change, never repeated
+    for record in completed:
+        assert record["output_s3_uri"].startswith("s3://a2i-output/reviews/")
+        assert record["output_s3_uri"].endswith(f"/{record['loop_name']}/output.json")
+    # Everything is final now: another track describes nothing and records nothing.
+    again = await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1)
+    assert again.calls == 0 and again.changed == 0 and again.done
+
+
+async def test_track_gives_up_at_the_timeout_and_records_only_changes(
+    emulator: Any, tmp_path: Path
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 5)  # loops never complete
+    report = await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.05, timeout=1.0)
+    assert report.timed_out and report.exit_code == 1
+    assert report.rounds >= 3 and report.pending == 5
+    assert report.counts == {"InProgress": 5}
+    assert len(records(s.ledger, "loop_status")) == 5  # InProgress recorded once per loop
+
+
+async def test_track_records_a_loop_deleted_behind_its_back_as_final(
+    emulator: Any, tmp_path: Path
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 3)
+    name = next(iter(load_loops(s.ledger).loops))
+    async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=emulator.url) as a2i:
+        await a2i.stop_human_loop(HumanLoopName=name)
+        await anyio.sleep(0.6)  # Stopping -> Stopped
+        await a2i.delete_human_loop(HumanLoopName=name)
+    report = await track(s.ledger, aws=aws(emulator.url))
+    assert report.counts == {"Deleted": 1, "InProgress": 2}
+    assert last_status(s.ledger)[name] == "Deleted"
+
+
+# -- stop and delete ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("emulator", [{"stopping_seconds": 1.5}], indirect=True)
+async def test_stop_stops_in_progress_loops_which_go_stopping_then_stopped(
+    emulator: Any, tmp_path: Path
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 6)
+    report = await stop_loops(s.ledger, aws=aws(emulator.url))
+    assert (report.acted, report.errors, report.candidates) == (6, {}, 6)
+    actions = records(s.ledger, "loop_action")
+    assert {(a["action"], a["result"]) for a in actions} == {("stop", "stopped")}
+    assert {a["loop_name"] for a in actions} == set(load_loops(s.ledger).loops)
+
+    stopping = await track(s.ledger, aws=aws(emulator.url))
+    assert stopping.counts == {"Stopping": 6}
+    stopped = await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=5)
+    assert stopped.counts == {"Stopped": 6} and stopped.done
+    assert {loop["status"] for loop in (await service_loops(emulator.url)).values()} == {"Stopped"}
+    # Nothing is in progress any more: a second stop has nothing to do.
+    assert (await stop_loops(s.ledger, aws=aws(emulator.url))).candidates == 0
+
+
+@pytest.mark.parametrize("emulator", [{"stopping_seconds": 0.0}], indirect=True)
+async def test_delete_deletes_only_finished_loops_of_the_ledger(
+    emulator: Any, tmp_path: Path
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 6)
+    names = sorted(load_loops(s.ledger).loops)
+    async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=emulator.url) as a2i:
+        for name in names[:2]:
+            await a2i.stop_human_loop(HumanLoopName=name)
+        # A stranger's loop on the same flow definition is never touched.
+        await a2i.start_human_loop(
+            HumanLoopName="someone-else",
+            FlowDefinitionArn=FLOW,
+            HumanLoopInput={"InputContent": '{"other": 1}'},
+        )
+        await a2i.stop_human_loop(HumanLoopName="someone-else")
+    report = await delete_loops(s.ledger, aws=aws(emulator.url))
+    assert report.acted == 2
+    assert report.skipped == {"InProgress": 4}
+    service = await service_loops(emulator.url)
+    assert {n for n, loop in service.items() if loop["deleted"]} == set(names[:2])
+    assert not service["someone-else"]["deleted"]
+    actions = records(s.ledger, "loop_action")
+    assert sorted(a["loop_name"] for a in actions) == names[:2]
+    assert all(a["action"] == "delete" and a["result"] == "deleted" for a in actions)
+    assert all(last_status(s.ledger)[n] == "Deleted" for n in names[:2])
+    # Deleted loops are final and no longer candidates.
+    again = await delete_loops(s.ledger, aws=aws(emulator.url))
+    assert again.acted == 0 and again.candidates == 4
+    assert (await track(s.ledger, aws=aws(emulator.url))).counts == {
+        "Deleted": 2,
+        "InProgress": 4,
+    }
+
+
+async def test_stop_and_delete_commands_need_a_confirmation(
+    emulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 3)
+    # Tests run without a terminal: without --yes nothing can be confirmed.
+    code = await cli("stop", str(s.ledger), "--endpoint-url", emulator.url)
+    assert code == 2
+    assert "--yes" in capsys.readouterr().err
+    assert records(s.ledger, "loop_action") == []
+    assert {x["status"] for x in (await service_loops(emulator.url)).values()} == {"InProgress"}
+
+    code = await cli("stop", str(s.ledger), "--yes", "--endpoint-url", emulator.url, "--json")
+    assert code == 0
+    assert orjson.loads(capsys.readouterr().out)["acted"] == 3
+    await anyio.sleep(0.6)
+    code = await cli("delete", str(s.ledger), "--yes", "--endpoint-url", emulator.url)
+    assert code == 0
+    assert "3 human loop(s) deleted" in capsys.readouterr().out
+
+
+# -- reconcile ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.1}], indirect=True)
+async def test_reconcile_finds_loops_the_ledger_lacks_and_arns_the_service_lacks(
+    emulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 5)
+    clean = await reconcile(s.ledger, aws=aws(emulator.url))
+    assert clean.ok and clean.exit_code == 0
+    assert (clean.service_loops, clean.ledger_loops) == (5, 5)
+
+    table = load_loops(s.ledger)
+    gone = sorted(table.loops.values(), key=lambda loop: loop.loop_name)[0]
+    stray = f"{s.name_prefix}-stray"
+    await anyio.sleep(0.2)  # every loop Completed
+    async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=emulator.url) as a2i:
+        await a2i.start_human_loop(
+            HumanLoopName=stray,
+            FlowDefinitionArn=FLOW,
+            HumanLoopInput={"InputContent": '{"lost": true}'},
+        )
+        await a2i.start_human_loop(  # not this job's prefix: not this job's business
+            HumanLoopName="other-job-loop",
+            FlowDefinitionArn=FLOW,
+            HumanLoopInput={"InputContent": '{"other": true}'},
+        )
+        await a2i.delete_human_loop(HumanLoopName=gone.loop_name)
+
+    report = await reconcile(s.ledger, aws=aws(emulator.url))
+    assert not report.ok and report.exit_code == 1
+    assert [x.loop_name for x in report.missing_from_ledger] == [stray]
+    assert not report.missing_from_ledger[0].pending_intent
+    assert [(x.id, x.human_loop_arn) for x in report.unknown_to_service] == [
+        (gone.id, gone.human_loop_arn)
+    ]
+
+    code = await cli("reconcile", str(s.ledger), "--endpoint-url", emulator.url, "--json")
+    assert code == 1
+    data = orjson.loads(capsys.readouterr().out)
+    assert data["missing_from_ledger"][0]["loop_name"] == stray
+    assert data["unknown_to_service"][0]["human_loop_arn"] == gone.human_loop_arn
+
+
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.05}], indirect=True)
+async def test_loops_deleted_with_the_delete_command_are_expected_gone(
+    emulator: Any, tmp_path: Path
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 4)
+    await anyio.sleep(0.1)
+    assert (await delete_loops(s.ledger, aws=aws(emulator.url))).acted == 4
+    report = await reconcile(s.ledger, aws=aws(emulator.url))
+    assert report.ok and report.service_loops == 0
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
+async def test_results_writes_one_jsonl_row_per_completed_loop(
+    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
+) -> None:
+    s = await submitted(emulator.url, tmp_path)
+    await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
+    outputs = await reviewers(s.ledger)
+    out = tmp_path / "answers.jsonl"
+    report = await results(s.ledger, out, aws=aws(moto_s3_url))
+    assert (report.written, report.completed, report.missing, report.errors) == (8, 8, 0, {})
+    rows = {r["id"]: r for r in map(orjson.loads, out.read_bytes().splitlines())}
+    assert set(rows) == {f"a{i}" for i in range(8)}
+    table = load_loops(s.ledger)
+    by_id = {loop.id: loop for loop in table.loops.values()}
+    for item_id, row in rows.items():
+        output = outputs[item_id]
+        assert row["loop_name"] == by_id[item_id].loop_name
+        assert row["human_loop_arn"] == by_id[item_id].human_loop_arn
+        assert row["answers"] == [a["answerContent"] for a in output["humanAnswers"]]
+        assert row["worker_ids"] == ["worker-0", "worker-1"]
+        assert row["submitted_at"] == "2026-11-25T06:00:01.000Z"
+        assert row["input"] == {"x": int(item_id[1:])}
+        assert row["output_s3_uri"] == by_id[item_id].output_s3_uri
+
+
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
+async def test_results_as_csv_through_the_command(
+    emulator: Any,
+    tmp_path: Path,
+    moto_s3_url: str,
+    reviewers: Reviewers,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 4)
+    code = await cli(
+        "track", str(s.ledger), "--watch", "--interval", "0.1", "--timeout", "10",
+        "--endpoint-url", emulator.url, "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert orjson.loads(capsys.readouterr().out)["loops"] == {"Completed": 4}
+    await reviewers(s.ledger)
+    out = tmp_path / "answers.csv"
+    args = ["results", str(s.ledger), "--out", str(out), "--format", "csv"]
+    assert await cli(*args, "--endpoint-url", moto_s3_url) == 0
+    assert "4 answer row(s) written" in capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert sorted(r["id"] for r in rows) == ["a0", "a1", "a2", "a3"]
+    for row in rows:
+        answers = orjson.loads(row["answers"])
+        assert answers[0] == {"verdict": f"ok {row['id']}", "by": 0}
+        assert orjson.loads(row["worker_ids"]) == ["worker-0", "worker-1"]
+        assert orjson.loads(row["input"]) == {"x": int(row["id"][1:])}
+    # Resumable: a second run finds every id in the file already.
+    assert await cli(*args, "--endpoint-url", moto_s3_url) == 0
+    assert "0 answer row(s) written" in capsys.readouterr().out
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 4
+
+
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
+async def test_results_resume_after_missing_outputs_and_a_torn_row(
+    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
+) -> None:
+    s = await submitted(emulator.url, tmp_path)
+    await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
+    first_ids = {f"a{i}" for i in range(5)}
+    await reviewers(s.ledger, only=first_ids)
+    out = tmp_path / "answers.jsonl"
+    partial = await results(s.ledger, out, aws=aws(moto_s3_url))
+    assert (partial.written, partial.missing, partial.exit_code) == (5, 3, 1)
+
+    # A crash mid-row leaves a torn last line: that row is redone, the rest is kept.
+    data = out.read_bytes()
+    torn_id = orjson.loads(data.splitlines()[-1])["id"]
+    out.write_bytes(data[: data.rfind(b"\n", 0, len(data) - 1) + 1] + data.splitlines()[-1][:20])
+    await reviewers(s.ledger)
+    rest = await results(s.ledger, out, aws=aws(moto_s3_url))
+    assert (rest.written, rest.already_present, rest.missing, rest.exit_code) == (4, 4, 0, 0)
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(f"a{i}" for i in range(8))
+    assert torn_id in {r["id"] for r in rows[-4:]}
+
+
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
+async def test_results_join_the_manifest(
+    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 3)
+    await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
+    await reviewers(s.ledger)
+    out = tmp_path / "answers.jsonl"
+    report = await results(s.ledger, out, aws=aws(moto_s3_url), manifest=s.manifest)
+    assert report.written == 3
+    for row in map(orjson.loads, out.read_bytes().splitlines()):
+        n = int(row["id"][1:])
+        assert row["manifest_line"] == n + 1
+        assert row["manifest_input"] == {"x": n}
+
+
+async def test_lifecycle_records_keep_the_ledger_resumable(emulator: Any, tmp_path: Path) -> None:
+    s = await submitted(emulator.url, tmp_path, 4)
+    await track(s.ledger, aws=aws(emulator.url))
+    await stop_loops(s.ledger, aws=aws(emulator.url))
+    again = await submit(s)  # the ledger still reads back for a rerun
+    assert again.counts["skipped"] == 4 and again.counts["calls"] == 0
+    for line in s.ledger.read_bytes().splitlines():
+        assert line.startswith(b'{"event":"')
