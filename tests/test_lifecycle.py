@@ -34,7 +34,7 @@ from a2ibatch._lifecycle import (
     track,
 )
 from a2ibatch.cli._app import main
-from helpers import FLOW, emulator_get, ledger_records
+from helpers import FLOW, emulator_get, emulator_post, ledger_records
 
 pytestmark = pytest.mark.anyio
 
@@ -179,6 +179,16 @@ async def test_track_gives_up_at_the_timeout_and_records_only_changes(
     assert report.rounds >= 3 and report.pending == 5
     assert report.counts == {"InProgress": 5}
     assert len(records(s.ledger, "loop_status")) == 5  # InProgress recorded once per loop
+
+
+@pytest.mark.parametrize("emulator", [{"seed": 7}], indirect=True)
+async def test_track_rides_out_throttling_and_server_errors(emulator: Any, tmp_path: Path) -> None:
+    s = await submitted(emulator.url, tmp_path, 30)
+    await emulator_post(emulator.url, "/_emulator/config", {"quota": 20, "fault_rate": 0.2})
+    report = await track(s.ledger, aws=aws(emulator.url))
+    assert report.errors == {} and report.counts == {"InProgress": 30}
+    assert report.calls > 30  # faults and throttles were retried under the policy
+    assert len(records(s.ledger, "loop_status")) == 30
 
 
 async def test_track_records_a_loop_deleted_behind_its_back_as_final(
