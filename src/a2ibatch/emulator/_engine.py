@@ -89,7 +89,9 @@ async def handle(
         raise dialect.access_denied()
     if key == UNKNOWN_KEY:
         raise dialect.unrecognized_client()
-    now = time.time()
+    # Milliseconds, as AWS keeps them: a CreationTime a client sends back as a filter
+    # (CreationTimeAfter) then means exactly the loop it came from.
+    now = round(time.time(), 3)
     if config.quota is not None and not state.quotas.allow(operation.name, time.monotonic()):
         stats.throttled += 1
         if operation.starts_loops:

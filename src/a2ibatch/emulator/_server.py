@@ -6,12 +6,17 @@ cost small; the protocol is recognised from the request itself (`_wire.identify`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from . import _engine, _introspection, _wire
 from ._auth import caller_from_header
@@ -23,6 +28,24 @@ log = logging.getLogger(__name__)
 
 #: how long a stopping server waits for calls in flight (a slow answer, say)
 SHUTDOWN_TIMEOUT = 1.0
+#: request bodies up to this size: 3 MiB of InputContent, JSON-escaped, fits with room
+MAX_BODY = 32 * 1024 * 1024
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server with a body limit above A2I's 3 MiB input limit."""
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self._loop, client_max_size=MAX_BODY
+        )
 
 
 class Emulator:
@@ -96,7 +119,7 @@ async def serve(config: EmulatorConfig | None = None) -> AsyncIterator[Emulator]
     """Run an emulator in the current event loop until the block ends."""
     config = config or EmulatorConfig()
     state = State(config)
-    server = web.Server(make_handler(state), access_log=None)
+    server = _Server(make_handler(state), access_log=None)
     runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
@@ -106,7 +129,6 @@ async def serve(config: EmulatorConfig | None = None) -> AsyncIterator[Emulator]
             config.port,
             backlog=1024,
             reuse_address=True,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         await site.start()
         host, port = runner.addresses[0][:2]
