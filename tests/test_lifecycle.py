@@ -181,6 +181,30 @@ async def test_track_gives_up_at_the_timeout_and_records_only_changes(
     assert len(records(s.ledger, "loop_status")) == 5  # InProgress recorded once per loop
 
 
+@pytest.mark.parametrize("emulator", [{"complete_after": 1.0}], indirect=True)
+async def test_track_watches_beside_a_running_submit_of_the_same_ledger(
+    emulator: Any, tmp_path: Path
+) -> None:
+    s = await submitted(emulator.url, tmp_path, 4)
+    more = b"".join(orjson.dumps({"id": f"a{i}", "input": {"x": i}}) + b"\n" for i in range(10))
+    Path(s.manifest).write_bytes(more)
+    reports: list[Any] = []
+
+    async def watch() -> None:
+        reports.append(
+            await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=20)
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await anyio.sleep(0.05)
+        second = await submit(s)  # appends outcomes while track appends loop_status
+    assert second.counts["started"] == 6
+    assert reports[0].done and reports[0].counts == {"Completed": 10}
+    assert len(load_loops(s.ledger).loops) == 10
+    assert all(line.startswith(b'{"event":"') for line in s.ledger.read_bytes().splitlines())
+
+
 @pytest.mark.parametrize("emulator", [{"seed": 7}], indirect=True)
 async def test_track_rides_out_throttling_and_server_errors(emulator: Any, tmp_path: Path) -> None:
     s = await submitted(emulator.url, tmp_path, 30)

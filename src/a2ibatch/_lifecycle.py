@@ -579,9 +579,10 @@ async def track(
     """Describe every loop of the ledger not known to be final; record each change.
 
     With `watch`, repeat every `interval` seconds until every loop is final or `timeout`
-    seconds have passed (`timed_out` is then set).  `on_round` receives the report after
-    each round (for a progress display).  Records of each round are on disk before the
-    next round starts.
+    seconds have passed (`timed_out` is then set); each round reads the ledger again, so
+    loops that a submit still running starts meanwhile are tracked too.  `on_round`
+    receives the report after each round (for a progress display).  Records of each round
+    are written before the next round starts.
     """
     if interval < 0 or (timeout is not None and timeout < 0):
         raise ConfigError("--interval and --timeout must not be negative")
@@ -598,6 +599,10 @@ async def track(
             rounds = 0
             timed_out = False
             while True:
+                if rounds:
+                    # Loops a submit still running has started since, and records of
+                    # other trackers, are in the ledger now: read it again.
+                    table = await _load(ledger)
                 pending = [loop for loop in table.loops.values() if not loop.final]
                 observer.errors.clear()
                 if pending:

@@ -54,7 +54,7 @@ A2I_CORS_RULE: Mapping[str, Any] = {
     "AllowedOrigins": ["*"],
     "ExposeHeaders": [],
 }
-_NOT_FOUND = frozenset({"ResourceNotFound", "ResourceNotFoundException", "ValidationException"})
+_NOT_FOUND = frozenset({"ResourceNotFound", "ResourceNotFoundException"})
 _BUCKET_CONCURRENCY = 8
 
 
