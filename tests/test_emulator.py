@@ -448,8 +448,11 @@ def test_flags_round_trip_through_the_config() -> None:
         not_a2i_customer=True,
     )
     assert config_from_args(parser.parse_args(to_args(config))) == config
-    with pytest.raises(ValueError):
-        config_from_args(parser.parse_args(["--fault-rate", "1.5"]))
+    for wrong in (["--fault-rate", "1.5"], ["--port", "-1"], ["--burst", "0"], ["--quota", "x"]):
+        with pytest.raises(SystemExit):  # a usage error, not a traceback
+            parser.parse_args(wrong)
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        config_from_args(parser.parse_args(["--lost-response-rate", "0.6", "--slow-rate", "0.6"]))
 
 
 async def test_the_module_prints_its_url_and_stops_on_sigterm() -> None:

@@ -30,18 +30,12 @@ def activated(identity: str, seed: int | None, rate: float) -> bool:
     return int.from_bytes(digest, "big") / 2.0**64 < rate
 
 
-def _conditions(condition_type: str, parameters: dict[str, Any], result: bool) -> str:
-    return orjson.dumps(
-        {
-            "Conditions": [
-                {
-                    "ConditionType": condition_type,
-                    "ConditionParameters": parameters,
-                    "EvaluationResult": result,
-                }
-            ]
-        }
-    ).decode()
+def _conditions(condition_type: str, parameters: dict[str, Any], result: bool | None) -> str:
+    """A conditions document; with `result`, the evaluation results a response carries."""
+    condition: dict[str, Any] = {"ConditionType": condition_type, "ConditionParameters": parameters}
+    if result is not None:
+        condition["EvaluationResult"] = result
+    return orjson.dumps({"Conditions": [condition]}).decode()
 
 
 _TEXTRACT_CONDITION = (
@@ -56,6 +50,10 @@ _REKOGNITION_CONDITION = (
     "ModerationLabelConfidenceCheck",
     {"ModerationLabelName": "*", "ConfidenceLessThan": 90},
 )
+#: the flow definitions' activation conditions (DescribeFlowDefinition)
+TEXTRACT_CONDITIONS: Final = _conditions(*_TEXTRACT_CONDITION, None)
+REKOGNITION_CONDITIONS: Final = _conditions(*_REKOGNITION_CONDITION, None)
+#: their evaluation, by result, as AnalyzeDocument / DetectModerationLabels answer it
 TEXTRACT_EVALUATION: Final = {r: _conditions(*_TEXTRACT_CONDITION, r) for r in (True, False)}
 REKOGNITION_EVALUATION: Final = {r: _conditions(*_REKOGNITION_CONDITION, r) for r in (True, False)}
 

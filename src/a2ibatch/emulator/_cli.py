@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,24 +25,45 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _number(kind: type[float] | type[int], low: float, high: float = math.inf) -> Any:
+    """An argparse type: a number in [low, high], refused with a usage error otherwise."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (low <= value <= high):
+            bounds = f"between {low:g} and {high:g}" if high != math.inf else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_RATE = _number(float, 0.0, 1.0)
+_SECONDS = _number(float, 0.0)
+
+
 #: (config field, type, help) for every plain valued flag, in --help order
 _VALUED: tuple[tuple[str, Any, str], ...] = (
     ("host", str, "interface to listen on"),
-    ("port", int, "port (0: any free port)"),
-    ("quota", float, "calls per second per operation (default: unlimited)"),
-    ("burst", int, "token-bucket capacity per operation"),
-    ("latency_ms", float, "latency added to every call"),
-    ("jitter_ms", float, "latency varies uniformly by +/- this much"),
-    ("activation_rate", float, "share of Textract/Rekognition inputs that start a loop"),
-    ("fault_rate", float, "share of calls answered 5xx before doing anything"),
-    ("lost_response_rate", float, "share of start calls that take effect, then lose the answer"),
-    ("slow_rate", float, "share of start calls that take effect, then answer after --slow-ms"),
-    ("slow_ms", float, "delay of a slow answer"),
-    ("complete_after", float, "seconds until an InProgress loop completes (default: never)"),
-    ("failure_rate", float, "share of finishing loops that end Failed"),
-    ("stopping_seconds", float, "how long a stopped loop shows Stopping"),
-    ("max_in_progress", int, "cap on InProgress loops (default: none)"),
-    ("seed", int, "seed of the random draws (faults, latency, activation)"),
+    ("port", _number(int, 0, 65535), "port (0: any free port)"),
+    ("quota", _number(float, 1e-9), "calls per second per operation (default: unlimited)"),
+    ("burst", _number(int, 1), "token-bucket capacity per operation"),
+    ("latency_ms", _SECONDS, "latency added to every call"),
+    ("jitter_ms", _SECONDS, "latency varies uniformly by +/- this much"),
+    ("activation_rate", _RATE, "share of Textract/Rekognition inputs that start a loop"),
+    ("fault_rate", _RATE, "share of calls answered 5xx before doing anything"),
+    ("lost_response_rate", _RATE, "share of start calls that take effect, then lose the answer"),
+    ("slow_rate", _RATE, "share of start calls that take effect, then answer after --slow-ms"),
+    ("slow_ms", _SECONDS, "delay of a slow answer"),
+    ("complete_after", _SECONDS, "seconds until an InProgress loop completes (default: never)"),
+    ("failure_rate", _RATE, "share of finishing loops that end Failed"),
+    ("stopping_seconds", _SECONDS, "how long a stopped loop shows Stopping"),
+    ("max_in_progress", _number(int, 0), "cap on InProgress loops (default: none)"),
+    ("seed", int, "seed of the random draws (default: unseeded)"),
     ("output_bucket", str, "bucket of the loops' OutputS3Uri"),
     ("account_id", str, "the emulated account"),
     ("region", str, "region of ARNs when a request's signature names none"),
@@ -52,9 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's flags to `parser` (defaults are `EmulatorConfig`'s)."""
     for name, kind, text in _VALUED:
         default = getattr(_DEFAULTS, name)
-        parser.add_argument(
-            _flag(name), dest=name, type=kind, default=default, help=f"{text} (default {default})"
-        )
+        shown = text if default is None else f"{text} (default {default})"
+        parser.add_argument(_flag(name), dest=name, type=kind, default=default, help=shown)
     parser.add_argument(
         "--same-input-reuse",
         choices=SAME_INPUT_REUSE,
@@ -103,8 +124,15 @@ def to_args(config: EmulatorConfig) -> list[str]:
 
 
 def run(config: EmulatorConfig) -> int:
-    """Serve until SIGINT or SIGTERM; print the URL first.  Returns the exit code (0)."""
-    return asyncio.run(_run(config))
+    """Serve until SIGINT or SIGTERM; print the URL first.
+
+    Returns the exit code: 0 after a clean stop, 1 when the address cannot be bound.
+    """
+    try:
+        return asyncio.run(_run(config))
+    except OSError as exc:
+        sys.stderr.write(f"emulator: cannot listen on {config.host}:{config.port}: {exc}\n")
+        return 1
 
 
 async def _run(config: EmulatorConfig) -> int:

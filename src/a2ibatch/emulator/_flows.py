@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ._analysis import REKOGNITION_CONDITIONS, TEXTRACT_CONDITIONS
 from ._errors import A2I, Dialect
 
 MISSING_PREFIX: Final = "missing-"
@@ -30,15 +31,6 @@ CREATED_AT: Final = 1_704_067_200.0
 
 TEXTRACT_SOURCE: Final = "AWS/Textract/AnalyzeDocument/Forms/V1"
 REKOGNITION_SOURCE: Final = "AWS/Rekognition/DetectModerationLabels/Image/V3"
-TEXTRACT_CONDITIONS: Final = (
-    '{"Conditions":[{"ConditionType":"ImportantFormKeyConfidenceCheck","ConditionParameters":'
-    '{"ImportantFormKey":"*","KeyValueBlockConfidenceLessThan":80,'
-    '"WordBlockConfidenceLessThan":80}}]}'
-)
-REKOGNITION_CONDITIONS: Final = (
-    '{"Conditions":[{"ConditionType":"ModerationLabelConfidenceCheck","ConditionParameters":'
-    '{"ModerationLabelName":"*","ConfidenceLessThan":90}}]}'
-)
 
 
 @dataclass(frozen=True, slots=True)
