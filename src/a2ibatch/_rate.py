@@ -46,6 +46,10 @@ class RateSettings:
 Clock = Callable[[], float]
 #: seconds of accepted calls that estimate the quota when slow start meets its first throttle
 ACCEPTED_WINDOW = 0.5
+#: a throttle with no other within this many seconds is taken for noise
+NOISE_WINDOW = 1.0
+#: ... or within the time of this many calls, at a low rate
+NOISE_CALLS = 20.0
 #: fewest calls between two probes above the quota
 PROBE_CALLS = 60.0
 
@@ -62,11 +66,14 @@ class RateController:
         self.settings = settings
         self._clock = clock
         self._rate = max(settings.minimum, min(settings.initial, settings.ceiling))
-        self._next_slot = 0.0
+        self._last_slot = -math.inf  # when the last call was allowed to go
+        self._queue = anyio.Lock()
         self._slow_start = True
         self._w_max = settings.ceiling
-        self._epoch = clock()  # start of the current growth curve
+        self._started = clock()
+        self._epoch = self._started  # start of the current growth curve
         self._cut_at = -math.inf  # when the rate was last cut
+        self._last_throttle = -math.inf
         self._latency = 0.05  # smoothed round trip, seconds
         self._last_grow = clock()
         self._last_limited = -math.inf  # last time a caller had to wait on the pace
@@ -85,16 +92,22 @@ class RateController:
         return self._latency
 
     async def acquire(self) -> None:
-        """Wait until this caller may send one request."""
-        delay = self.reserve()
-        if delay > 0:
-            await anyio.sleep(delay)
+        """Wait until this caller may send one request.
+
+        Callers queue in arrival order and each slot is computed when its caller reaches
+        the head of the queue, so a rate change applies to the very next call (slots are
+        not handed out in advance at a pace that may be stale by the time they come).
+        """
+        async with self._queue:
+            delay = self.reserve()
+            if delay > 0:
+                await anyio.sleep(delay)
 
     def reserve(self) -> float:
-        """Take the next send slot; return how long to wait for it (seconds)."""
+        """Take the next send slot now; return how long to wait for it (seconds)."""
         now = self._clock()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + 1.0 / self._rate
+        slot = max(now, self._last_slot + 1.0 / self._rate)
+        self._last_slot = slot
         self.calls += 1
         if slot > now:
             # Demand exceeds the pace: growing the rate would be used.
@@ -104,29 +117,45 @@ class RateController:
     def on_success(self, latency: float) -> None:
         """Record a call the service accepted."""
         self._latency += 0.1 * (latency - self._latency)
-        if self._slow_start:
-            now = self._clock()
-            self._accepted.append(now)
-            while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW:
-                self._accepted.popleft()
+        now = self._clock()
+        self._accepted.append(now)
+        while self._accepted[0] < now - ACCEPTED_WINDOW:
+            self._accepted.popleft()
         self._grow()
+
+    def accepted_rate(self) -> float:
+        """Calls per second the service accepted over the last half second."""
+        now = self._clock()
+        span = max(min(ACCEPTED_WINDOW, now - self._started), 0.05)
+        return sum(1 for t in self._accepted if t >= now - span) / span
+
+    def _latest_accepted_rate(self, calls: int = 16) -> float:
+        """The service's accepting rate over its last few answers (0 if too few)."""
+        if len(self._accepted) < calls:
+            return 0.0
+        span = self._accepted[-1] - self._accepted[-calls]
+        return (calls - 1) / span if span > 0 else 0.0
 
     def on_throttle(self, retry_after: float | None = None) -> None:
         """Record a throttled call: cut the rate once per round trip of throttles."""
         self.throttles += 1
         now = self._clock()
         if retry_after:
-            self._next_slot = max(self._next_slot, now + retry_after)
+            self._last_slot = max(self._last_slot, now + retry_after - 1.0 / self._rate)
+        # One throttle alone is noise: calls bunched by the network or a busy event loop can
+        # empty the service's small burst bucket below the quota.  Going over the quota
+        # throttles steadily, so a second throttle soon after the first is the signal.
+        previous, self._last_throttle = self._last_throttle, now
+        if now - previous > max(NOISE_WINDOW, NOISE_CALLS / self._rate):
+            return
         # Calls sent before the last cut answer for up to a round trip after it: ignore those.
         if now - self._cut_at < max(2 * self._latency, 0.05):
             return
         if self._slow_start:
             # Doubling overshoots by as much as the service's burst hides, so the rate we
             # sent at says little; what the service accepted lately is the quota's estimate.
-            window = [t for t in self._accepted if t >= now - ACCEPTED_WINDOW]
-            seen = len(window) / ACCEPTED_WINDOW if window else self._rate / 2
+            seen = self._latest_accepted_rate() or self._rate / 2
             self._w_max = max(self.settings.minimum, min(self._rate, seen))
-            self._accepted.clear()
             self._slow_start = False
         else:
             self._w_max = self._rate
@@ -134,8 +163,6 @@ class RateController:
         self._cut_at = now
         self._epoch = now
         self._last_grow = now
-        # Spread the slots already handed out over the new, slower pace.
-        self._next_slot = max(self._next_slot, now + 1.0 / self._rate)
 
     def _grow(self) -> None:
         now = self._clock()
@@ -149,9 +176,11 @@ class RateController:
             # growth curve still so that demand returning later does not meet a jump.
             self._epoch += elapsed
             return
-        ceiling = self.settings.ceiling
+        # Never run far ahead of what the service actually takes: while answers lag (new
+        # connections, a slow start of the service), a rate nobody reaches proves nothing.
+        ceiling = min(self.settings.ceiling, max(self.settings.initial, 2.0 * self.accepted_rate()))
         if self._slow_start:
-            self._rate = min(ceiling, self._rate * 2.0)
+            self._rate = max(self._rate, min(ceiling, self._rate * 2.0))
             return
         # CUBIC: w(t) = C (t - K)^3 + w_max, with K the time to regain w_max.
         # At a low quota a fixed cycle would probe (and be throttled) too often: stretch it
@@ -159,8 +188,13 @@ class RateController:
         k = max(self.settings.cubic_seconds, PROBE_CALLS / self._w_max)
         c = self._w_max * (1 - self.settings.beta) / k**3
         t = now - self._epoch
+        if t > 2 * k:
+            # A whole cycle above the old ceiling without a throttle: the quota grew (another
+            # job on the account finished).  Find it again quickly.
+            self._slow_start = True
+            return
         target = c * (t - k) ** 3 + self._w_max
-        self._rate = min(ceiling, max(self._rate, target, self.settings.minimum))
+        self._rate = max(self._rate, min(ceiling, max(target, self.settings.minimum)))
 
 
 class ConcurrencyGovernor:
