@@ -84,7 +84,12 @@ async def parameters(
     request: web.BaseRequest, protocol: Protocol, operation: Operation
 ) -> dict[str, Any]:
     """The request's parameters: body members, plus path and query members for rest-json."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ServiceError(
+            "RequestEntityTooLargeException", "The request is too large.", 413
+        ) from None
     params: Any
     try:
         if protocol is Protocol.RPC_V2_CBOR:
