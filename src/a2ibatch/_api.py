@@ -8,24 +8,23 @@ record handed to the writer is written and synced before the cancellation finish
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import anyio
 import structlog
 
-from ._config import SubmitSettings, check_endpoint
-from ._errors import A2IBatchError, ConfigError, JobAborted, LedgerWriteError
+from ._clients import client_kwargs, make_session, open_client, versions
+from ._config import SubmitSettings
+from ._errors import A2IBatchError, JobAborted, LedgerWriteError, first_error
 from ._ledger import JobHeader, LedgerIndex, LedgerWriter, load_ledger
 from ._manifest import read_manifest
 from ._models import Invalid, Item, Outcome, Status, TaskType
 from ._naming import Namer
+from ._preflight import PreflightReport, preflight, scan_manifest
 from ._retry import RetryPolicy
 from ._runner import Counters, Runner, RunOptions
 from ._tasks import A2I_SERVICE, RequestOptions, TaskAdapter, adapter_for
@@ -65,84 +64,6 @@ class Summary:
         }
 
 
-def versions() -> dict[str, str]:
-    """Versions that shape a job's requests, recorded in the ledger's job record."""
-    found = {"python": platform.python_version()}
-    for dist in ("a2ibatch", "aioboto3", "aiobotocore", "botocore"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
-            found[dist] = "unknown"
-    return found
-
-
-def client_kwargs(settings: SubmitSettings, pool: int) -> dict[str, Any]:
-    """Keyword arguments for every aioboto3 client of a job: one attempt, a big pool."""
-    from aiobotocore.config import AioConfig
-
-    aws = settings.aws
-    endpoint = aws.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        check_endpoint(endpoint, aws.allow_insecure_endpoint)
-    kwargs: dict[str, Any] = {
-        "config": AioConfig(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=pool,
-            connect_timeout=aws.connect_timeout,
-            read_timeout=aws.read_timeout,
-            tcp_keepalive=True,
-            user_agent_extra=f"a2ibatch/{versions()['a2ibatch']}",
-        )
-    }
-    if aws.endpoint_url:
-        kwargs["endpoint_url"] = aws.endpoint_url
-    if aws.region:
-        kwargs["region_name"] = aws.region
-    return kwargs
-
-
-def make_session(settings: SubmitSettings, session: Any | None) -> Any:
-    if session is not None:
-        return session
-    import aioboto3
-
-    try:
-        return aioboto3.Session(profile_name=settings.aws.profile, region_name=settings.aws.region)
-    except Exception as exc:  # botocore.exceptions.ProfileNotFound and friends
-        raise ConfigError(f"cannot set up AWS session: {exc}") from None
-
-
-async def open_client(
-    stack: AsyncExitStack, session: Any, service: str, kwargs: Mapping[str, Any]
-) -> Any:
-    """Enter one aioboto3 client, turning set-up problems into ConfigError."""
-    try:
-        return await stack.enter_async_context(session.client(service, **kwargs))
-    except Exception as exc:  # NoRegionError, unknown endpoint, bad config
-        name = type(exc).__name__
-        if name == "NoRegionError":
-            raise ConfigError("no AWS region: pass --region or set AWS_REGION") from None
-        raise ConfigError(f"cannot create the {service} client: {exc}") from None
-
-
-def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The exception that matters in a task group's group: ours first, else the first."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, A2IBatchError):
-            return exc
-    return leaves[0]
-
-
 async def _as_async(source: Source) -> AsyncIterator[Item | Invalid]:
     if isinstance(source, AsyncIterable):
         async for entry in source:
@@ -178,6 +99,7 @@ class Job:
         self._runner: Runner | None = None
         self._stop_requested = False
         self.started_at: float | None = None
+        self.preflight_report: PreflightReport | None = None
 
     # -- what a progress display reads -----------------------------------------------------
 
@@ -223,6 +145,8 @@ class Job:
         summary: Summary | None = None
         async with AsyncExitStack() as stack:
             clients = await self._clients(stack)
+            if s.preflight:
+                self.preflight_report = await self._preflight(clients, index)
             source = self._source(clients)
             writer = await stack.enter_async_context(
                 LedgerWriter.open(
@@ -273,6 +197,25 @@ class Job:
             stopped=self._stop_requested,
             aborted=None if aborted is None else str(aborted),
         )
+
+    async def _preflight(self, clients: Mapping[str, Any], index: LedgerIndex) -> PreflightReport:
+        """Check the flow definition, buckets and cost before the first call that costs."""
+        s = self.settings
+        items: int | None = None
+        buckets: set[str] = set()
+        if self._items is None and s.manifest != "-":
+
+            def done(item_id: str) -> bool:
+                state = index.state(item_id)
+                return state is not None and state.done
+
+            items, buckets = await scan_manifest(s, clients.get("s3"), done=done)
+        report = await preflight(
+            s, session=self._session, items=items, buckets=buckets, s3_client=clients.get("s3")
+        )
+        for warning in report.warnings:
+            log.warning("preflight", detail=warning)
+        return report
 
     def _run_options(self) -> RunOptions:
         s = self.settings

@@ -63,3 +63,21 @@ class JobAborted(A2IBatchError):
 
 class PreflightError(JobAborted):
     """A check before spending refused the job (flow definition, region, CORS, PII, cost)."""
+
+
+def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The exception that matters in a task group's group: ours first, else the first."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, A2IBatchError):
+            return exc
+    return leaves[0]

@@ -43,15 +43,28 @@ import anyio.to_thread
 import orjson
 import structlog
 
-from ._api import client_kwargs, first_error, make_session, open_client
+from ._clients import client_kwargs, make_session, open_client
 from ._config import AwsSettings, SubmitSettings
-from ._errors import A2IBatchError, ConfigError, JobAborted, LedgerError, LedgerWriteError
+from ._errors import (
+    A2IBatchError,
+    ConfigError,
+    JobAborted,
+    LedgerError,
+    LedgerWriteError,
+    first_error,
+)
 from ._ledger import JobHeader, iter_records, utc_timestamp
 from ._manifest import read_manifest
 from ._models import Invalid, Status
-from ._rate import ConcurrencyGovernor, RateController, RateSettings
-from ._retry import CallError, ErrorKind, RetryEvent, RetryPolicy, describe_exception
-from ._runner import DEFAULT_CEILING, _fatal_message
+from ._rate import DEFAULT_CEILING, ConcurrencyGovernor, RateController, RateSettings
+from ._retry import (
+    CallError,
+    ErrorKind,
+    RetryEvent,
+    RetryPolicy,
+    describe_exception,
+    fatal_message,
+)
 from ._tasks import A2I_SERVICE
 
 if sys.platform != "win32":
@@ -173,7 +186,7 @@ class Caller:
                 self.governor.update(rate.rate, rate.latency)
                 return response
             if error.kind is ErrorKind.FATAL:
-                raise JobAborted(_fatal_message(error), code=error.code)
+                raise JobAborted(fatal_message(error), code=error.code)
             if error.kind is ErrorKind.THROTTLED:
                 self.throttled += 1
                 rate.on_throttle(error.retry_after)

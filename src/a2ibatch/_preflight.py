@@ -19,7 +19,7 @@ a refusal become warnings in the `PreflightReport`.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._clients import client_kwargs, make_session, open_client
 from ._config import SubmitSettings
 from ._errors import ConfigError, JobAborted, PreflightError
 from ._models import Item, TaskType
@@ -135,7 +136,6 @@ async def preflight(
     `s3_client` when given, else a client of `session` (``AWS_ENDPOINT_URL_S3`` wins over
     the job's endpoint URL, so S3 can live elsewhere than an emulator).
     """
-    from ._api import client_kwargs, make_session, open_client
     from ._lifecycle import Caller
 
     region, name = _arn_parts(settings.flow_definition_arn)
@@ -336,11 +336,17 @@ def _estimate(
     return cost
 
 
-async def scan_manifest(settings: SubmitSettings, s3_client: Any) -> tuple[int, set[str]]:
+async def scan_manifest(
+    settings: SubmitSettings,
+    s3_client: Any,
+    *,
+    done: Callable[[str], bool] | None = None,
+) -> tuple[int, set[str]]:
     """Count the manifest's valid items and collect their S3 buckets (one full read).
 
     A manifest read from stdin cannot be read again for the job: ConfigError.  Invalid
-    lines are not counted (submit records them without sending anything).
+    lines are not counted (submit records them without sending anything), nor items for
+    which `done(id)` is true (a rerun's items the ledger already has).
     """
     from ._manifest import read_manifest
 
@@ -350,6 +356,8 @@ async def scan_manifest(settings: SubmitSettings, s3_client: Any) -> tuple[int, 
     buckets: set[str] = set()
     async for entry in read_manifest(settings.manifest, settings.task, s3_client=s3_client):
         if isinstance(entry, Item):
+            if done is not None and done(entry.id):
+                continue
             count += 1
             if entry.s3 is not None:
                 buckets.add(entry.s3.bucket)

@@ -44,6 +44,8 @@ class RateSettings:
 
 
 Clock = Callable[[], float]
+#: the rate ceiling when the user sets none: far above any default A2I quota
+DEFAULT_CEILING = 1000.0
 #: seconds of accepted calls that estimate the quota when slow start meets its first throttle
 ACCEPTED_WINDOW = 0.5
 #: a throttle with no other within this many seconds is taken for noise

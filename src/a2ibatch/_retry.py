@@ -195,3 +195,23 @@ class RetryPolicy:
     def notify(self, event: RetryEvent) -> None:
         for hook in self.hooks:
             hook(event)
+
+
+def fatal_message(error: CallError) -> str:
+    """The message that stops a job for a fatal error: what is wrong and how to fix it."""
+    if error.code in ("AccessDeniedException", "AccessDenied", "NotAuthorized"):
+        return (
+            f"access denied ({error.code}): the identity in use lacks permission; attach "
+            "AmazonAugmentedAIFullAccess (and the Textract/Rekognition permissions for "
+            "built-in task types) or pick another --profile"
+        )
+    if error.code in ("UnrecognizedClientException", "InvalidClientTokenId"):
+        return (
+            f"the credentials are not recognised ({error.code}): check AWS_PROFILE / "
+            "--profile and the access key"
+        )
+    if "Expired" in error.code or error.code == "RequestExpired":
+        return f"the credentials have expired ({error.code}): refresh them and rerun"
+    if error.code in ("NoCredentialsError", "ProfileNotFound"):
+        return f"no usable AWS credentials ({error.code}): {error.message}"
+    return error.message or error.code

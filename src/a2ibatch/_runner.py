@@ -29,13 +29,12 @@ from ._errors import JobAborted
 from ._ledger import LedgerIndex, LedgerWriter
 from ._models import ErrorInfo, Invalid, Item, Outcome, Status
 from ._naming import Namer
-from ._rate import ConcurrencyGovernor, RateController, RateSettings
-from ._retry import CallError, ErrorKind, RetryEvent, RetryPolicy
+from ._rate import DEFAULT_CEILING, ConcurrencyGovernor, RateController, RateSettings
+from ._retry import CallError, ErrorKind, RetryEvent, RetryPolicy, fatal_message
 from ._tasks import A2I_SERVICE, RequestOptions, TaskAdapter
 
 log = structlog.get_logger("a2ibatch")
 
-DEFAULT_CEILING = 1000.0
 DESCRIBE_OPERATION = "DescribeHumanLoop"
 MAX_QUOTA_PAUSE = 300.0
 
@@ -289,7 +288,7 @@ class Runner:
                 )
             kind = error.kind
             if kind is ErrorKind.FATAL:
-                raise JobAborted(_fatal_message(error), code=error.code)
+                raise JobAborted(fatal_message(error), code=error.code)
             if kind is ErrorKind.NAME_IN_USE:
                 return await self._name_in_use(item, name, attempts, ambiguous, error)
             if kind is ErrorKind.ITEM:
@@ -395,7 +394,7 @@ class Runner:
             if error.code in ("ResourceNotFoundException", "ResourceNotFound"):
                 return None
             if error.kind is ErrorKind.FATAL:
-                raise JobAborted(_fatal_message(error), code=error.code)
+                raise JobAborted(fatal_message(error), code=error.code)
             if error.kind is ErrorKind.THROTTLED:
                 self.counters.throttled += 1
                 rate.on_throttle(error.retry_after)
@@ -481,22 +480,3 @@ class _Unverified(Exception):
     def __init__(self, name: str, error: CallError) -> None:
         super().__init__(f"could not check loop {name!r}: {error.code} {error.message}")
         self.error = error
-
-
-def _fatal_message(error: CallError) -> str:
-    if error.code in ("AccessDeniedException", "AccessDenied", "NotAuthorized"):
-        return (
-            f"access denied ({error.code}): the identity in use lacks permission; attach "
-            "AmazonAugmentedAIFullAccess (and the Textract/Rekognition permissions for "
-            "built-in task types) or pick another --profile"
-        )
-    if error.code in ("UnrecognizedClientException", "InvalidClientTokenId"):
-        return (
-            f"the credentials are not recognised ({error.code}): check AWS_PROFILE / "
-            "--profile and the access key"
-        )
-    if "Expired" in error.code or error.code == "RequestExpired":
-        return f"the credentials have expired ({error.code}): refresh them and rerun"
-    if error.code in ("NoCredentialsError", "ProfileNotFound"):
-        return f"no usable AWS credentials ({error.code}): {error.message}"
-    return error.message or error.code

@@ -21,8 +21,9 @@ import structlog
 from rich.console import Console
 
 from .. import _api
+from .._clients import versions
 from .._config import load_settings, parse_max_failures
-from .._errors import A2IBatchError
+from .._errors import A2IBatchError, ConfigError
 from .._ledger import iter_records, load_ledger
 from .._models import Status
 from . import _logging
@@ -63,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="a2ibatch",
         description="Submit Amazon A2I human loops in bulk, exactly once per item.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"a2ibatch {_api.versions()['a2ibatch']}"
-    )
+    parser.add_argument("--version", action="version", version=f"a2ibatch {versions()['a2ibatch']}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("submit", help="start a human loop for every item of a manifest")
@@ -328,7 +327,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     from ..emulator import _cli as emulator_cli
 
-    return emulator_cli.run(emulator_cli.config_from_args(args))
+    try:
+        config = emulator_cli.config_from_args(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return emulator_cli.run(config)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
