@@ -271,8 +271,12 @@ def _expected(data: bytes) -> tuple[dict[str, Status], set[str], int]:
         if record["event"] == "intent":
             pending.add(record["id"])
         elif record["event"] == "outcome":
-            states[record["id"]] = Status(record["status"])
-            pending.discard(record["id"])
+            status = Status(record["status"])
+            if status is Status.INVALID:  # never undoes an id's state or its intent
+                states.setdefault(record["id"], status)
+            else:
+                states[record["id"]] = status
+                pending.discard(record["id"])
     return states, pending, records
 
 

@@ -198,7 +198,9 @@ class Job:
             aborted=None if aborted is None else str(aborted),
         )
 
-    async def _preflight(self, clients: Mapping[str, Any], index: LedgerIndex) -> PreflightReport:
+    async def _preflight(
+        self, clients: Mapping[str, Any], index: LedgerIndex
+    ) -> PreflightReport | None:
         """Check the flow definition, buckets and cost before the first call that costs."""
         s = self.settings
         items: int | None = None
@@ -210,6 +212,8 @@ class Job:
                 return state is not None and state.done
 
             items, buckets = await scan_manifest(s, clients.get("s3"), done=done)
+            if items == 0:
+                return None  # nothing left to send: nothing to check, and no call at all
         report = await preflight(
             s, session=self._session, items=items, buckets=buckets, s3_client=clients.get("s3")
         )

@@ -282,6 +282,7 @@ class _Indexer:
         pending_add = self.pending.add
         pending_discard = self.pending.discard
         codes = _STATUS_CODES
+        invalid = codes[Status.INVALID.value]
         loads = orjson.loads
         key = _key
         broken = self.broken
@@ -306,8 +307,12 @@ class _Indexer:
                     code = codes[record["status"]]
                     if item_id is not None:
                         k = key(item_id)
-                        states[k] = code
-                        pending_discard(k)
+                        if code == invalid:
+                            # A broken or duplicate line never undoes its id's real state.
+                            states.setdefault(k, code)
+                        else:
+                            states[k] = code
+                            pending_discard(k)
                 elif event == "intent":
                     pending_add(key(record["id"]))
                 elif event == "job":

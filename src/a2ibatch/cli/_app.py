@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -152,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug of ours: one line, never a traceback for the user
-        _error(f"internal error ({type(exc).__name__}): {exc}")
+        if os.environ.get("A2IBATCH_DEBUG"):
+            traceback.print_exception(exc)
+        _error(
+            f"internal error ({type(exc).__name__}): {exc}; the ledger is consistent and the "
+            "same command resumes; set A2IBATCH_DEBUG=1 for details"
+        )
         return 3
 
 

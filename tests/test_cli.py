@@ -1,0 +1,232 @@
+"""The command line as a user meets it: exit codes, messages, no tracebacks, no secrets."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from helpers import FLOW, emulator_get, final_outcomes, write_manifest
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "Maria Example, IBAN DE89370400440532013000"
+ENV = {
+    **os.environ,
+    "AWS_ACCESS_KEY_ID": "cli",
+    "AWS_SECRET_ACCESS_KEY": "cli-secret-value",
+    "A2IBATCH_DEBUG": "1",
+}
+
+
+async def cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    result = await anyio.run_process(
+        [sys.executable, "-m", "a2ibatch", *args], env=ENV, check=False, input=stdin
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def submit_args(url: str, manifest: Path, ledger: Path, *extra: str) -> list[str]:
+    return [
+        "submit",
+        str(manifest),
+        "--task",
+        "custom",
+        "--flow-definition-arn",
+        FLOW,
+        "--ledger",
+        str(ledger),
+        "--endpoint-url",
+        url,
+        "--region",
+        "us-east-1",
+        "--log-format",
+        "json",
+        *extra,
+    ]
+
+
+async def test_submit_then_status_then_rerun(emulator: Any, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 50)
+    ledger = tmp_path / "l.jsonl"
+    code, out, err = await cli(*submit_args(emulator.url, manifest, ledger))
+    assert code == 0, err
+    assert "started" in out and "50" in out  # the summary table
+    code, out, _ = await cli("status", str(ledger), "--json")
+    assert code == 0
+    assert orjson.loads(out)["items"]["started"] == 50
+    calls = (await emulator_get(emulator.url, "/_emulator/stats"))["calls"]
+    code, out, _ = await cli(*submit_args(emulator.url, manifest, ledger))
+    assert code == 0 and "already done" in out
+    assert (await emulator_get(emulator.url, "/_emulator/stats"))["calls"] == calls
+
+
+async def test_bad_lines_exit_1_without_traceback_or_content(emulator: Any, tmp_path: Path) -> None:
+    extra = [
+        orjson.dumps({"id": "item-00000", "input": {"who": SECRET}}),
+        b'{"id": "torn", "input": {"who": "' + SECRET.encode() + b'"',
+        orjson.dumps({"id": "p", "input": {"who": SECRET}, "name": "NOT VALID " + SECRET}),
+    ]
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 5, extra=extra)
+    ledger = tmp_path / "l.jsonl"
+    code, out, err = await cli(*submit_args(emulator.url, manifest, ledger, "--log-level", "debug"))
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert SECRET not in out + err
+    assert "cli-secret-value" not in out + err
+    assert SECRET not in ledger.read_text()
+    records = [orjson.loads(x) for x in ledger.read_bytes().splitlines()]
+    invalid = [r for r in records if r.get("status") == "invalid"]
+    assert sorted(r["line"] for r in invalid) == [6, 7, 8]
+    # The duplicate line did not undo the state of the line it repeats.
+    code, out, _ = await cli("status", str(ledger), "--json")
+    assert orjson.loads(out)["items"]["started"] == 5
+
+
+async def test_dry_run_prints_problems_and_sends_nothing(emulator: Any, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 20, extra=[b"[1]"])
+    ledger = tmp_path / "l.jsonl"
+    code, out, _ = await cli(*submit_args(emulator.url, manifest, ledger, "--dry-run"))
+    assert code == 1
+    assert "items that would be sent: 20" in out
+    assert "line 21" in out
+    assert not ledger.exists()
+    assert sum((await emulator_get(emulator.url, "/_emulator/stats"))["calls"].values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (
+            [
+                "submit",
+                "missing.jsonl",
+                "--task",
+                "custom",
+                "--flow-definition-arn",
+                FLOW,
+                "--ledger",
+                "l",
+            ],
+            2,
+            "cannot open manifest",
+        ),
+        (
+            ["submit", "m.jsonl", "--task", "custom", "--ledger", "l"],
+            2,
+            "--flow-definition-arn is required",
+        ),
+        (
+            [
+                "submit",
+                "m.jsonl",
+                "--task",
+                "custom",
+                "--flow-definition-arn",
+                "nope",
+                "--ledger",
+                "l",
+            ],
+            2,
+            "flow definition ARN",
+        ),
+        (
+            [
+                "submit",
+                "m.jsonl",
+                "--task",
+                "custom",
+                "--flow-definition-arn",
+                FLOW,
+                "--ledger",
+                "l",
+                "--name-prefix",
+                "BAD",
+            ],
+            2,
+            "prefix",
+        ),
+        (
+            [
+                "submit",
+                "m.jsonl",
+                "--task",
+                "custom",
+                "--flow-definition-arn",
+                FLOW,
+                "--ledger",
+                "l",
+                "--endpoint-url",
+                "http://192.0.2.1:80",
+            ],
+            2,
+            "plain-http",
+        ),
+        (["status", "nowhere.jsonl"], 2, "no ledger"),
+        (["submit", "m.jsonl", "--task", "nonsense"], 2, "invalid choice"),
+    ],
+)
+async def test_usage_and_configuration_errors_exit_2(
+    tmp_path: Path, args: list[str], code: int, needle: str
+) -> None:
+    write_manifest(tmp_path / "m.jsonl", "custom", 1)
+    os.chdir(tmp_path)
+    got, out, err = await cli(*args)
+    assert got == code
+    assert needle in out + err
+    assert "Traceback" not in out + err
+
+
+async def test_access_denied_exits_3_with_the_fix(emulator: Any, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 30)
+    ledger = tmp_path / "l.jsonl"
+    env = {**ENV, "AWS_ACCESS_KEY_ID": "denied"}
+    result = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "a2ibatch",
+            *submit_args(emulator.url, manifest, ledger, "--no-preflight"),
+        ],
+        env=env,
+        check=False,
+    )
+    text = (result.stdout + result.stderr).decode()
+    assert result.returncode == 3
+    assert "AmazonAugmentedAIFullAccess" in text
+    assert "Traceback" not in text
+
+
+async def test_preflight_refuses_an_unknown_flow_definition(emulator: Any, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 3)
+    args = submit_args(emulator.url, manifest, tmp_path / "l.jsonl")
+    args[args.index(FLOW)] = FLOW.replace("reviews", "missing-reviews")
+    code, out, err = await cli(*args)
+    assert code == 3
+    assert "missing-reviews" in out + err
+    assert (await emulator_get(emulator.url, "/_emulator/stats"))["loops_created"] == 0
+
+
+async def test_emulate_prints_its_address_first(tmp_path: Path) -> None:
+    async with await anyio.open_process(
+        [sys.executable, "-m", "a2ibatch", "emulate", "--port", "0"], env=ENV
+    ) as process:
+        assert process.stdout is not None
+        first = b""
+        with anyio.fail_after(20):
+            while not first.endswith(b"\n"):
+                first += await process.stdout.receive(1)
+        assert first.startswith(b"listening on http://127.0.0.1:")
+        process.terminate()
+        assert await process.wait() == 0
+
+
+async def test_demo_runs_a_small_job(tmp_path: Path) -> None:
+    code, out, err = await cli("demo", "--items", "200", "--out", str(tmp_path), "--no-progress")
+    assert code == 0, err
+    assert "inputs with more than one loop: 0" in out
+    assert len(final_outcomes(tmp_path / "custom-ledger.jsonl")) == 200
