@@ -62,10 +62,29 @@ def chaos(task: str, items: int, seed: int) -> dict[str, Any]:
         ledger = Path(tmp) / "ledger.jsonl"
         write_manifest(manifest, task, items)
         command = [
-            sys.executable, "-m", "a2ibatch", "submit", str(manifest), "--task", task,
-            "--flow-definition-arn", FLOW, "--ledger", str(ledger), "--endpoint-url", url,
-            "--region", "us-east-1", "--max-attempts", "12", "--no-progress",
-            "--log-format", "json", "--log-level", "error", "--no-preflight",
+            sys.executable,
+            "-m",
+            "a2ibatch",
+            "submit",
+            str(manifest),
+            "--task",
+            task,
+            "--flow-definition-arn",
+            FLOW,
+            "--ledger",
+            str(ledger),
+            "--endpoint-url",
+            url,
+            "--region",
+            "us-east-1",
+            "--max-attempts",
+            "12",
+            "--no-progress",
+            "--log-format",
+            "json",
+            "--log-level",
+            "error",
+            "--no-preflight",
         ]
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "chaos", "AWS_SECRET_ACCESS_KEY": "chaos"}
         kills = runs = 0
@@ -88,7 +107,9 @@ def chaos(task: str, items: int, seed: int) -> dict[str, Any]:
             record = json.loads(line)
             if record.get("event") == "outcome":
                 last[record["id"]] = record
-    started_loops = {o["loop_name"]: o["human_loop_arn"] for o in last.values() if o["status"] == "started"}
+    started_loops = {
+        o["loop_name"]: o["human_loop_arn"] for o in last.values() if o["status"] == "started"
+    }
     return {
         "task": task,
         "items": items,

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from helpers import FLOW, emulator_get, final_outcomes, write_manifest
 
 pytestmark = pytest.mark.anyio
@@ -38,10 +39,27 @@ async def chaos_run(url: str, tmp_path: Path, task: str, items: int, seed: int) 
     manifest = write_manifest(tmp_path / "m.jsonl", task, items)
     ledger = tmp_path / "ledger.jsonl"
     command = [
-        sys.executable, "-m", "a2ibatch", "submit", str(manifest),
-        "--task", task, "--flow-definition-arn", FLOW, "--ledger", str(ledger),
-        "--endpoint-url", url, "--region", "us-east-1", "--max-attempts", "12",
-        "--no-progress", "--log-format", "json", "--no-preflight",
+        sys.executable,
+        "-m",
+        "a2ibatch",
+        "submit",
+        str(manifest),
+        "--task",
+        task,
+        "--flow-definition-arn",
+        FLOW,
+        "--ledger",
+        str(ledger),
+        "--endpoint-url",
+        url,
+        "--region",
+        "us-east-1",
+        "--max-attempts",
+        "12",
+        "--no-progress",
+        "--log-format",
+        "json",
+        "--no-preflight",
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "chaos", "AWS_SECRET_ACCESS_KEY": "chaos"}
     kills = 0

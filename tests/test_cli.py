@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+
 from helpers import FLOW, emulator_get, final_outcomes, write_manifest
 
 pytestmark = pytest.mark.anyio

