@@ -224,7 +224,11 @@ def test_released_in_order_a_few_slots_at_most_early() -> None:
         ctl._release(Loop())  # type: ignore[arg-type]
         # The head goes now; the next live caller's slot is 10 ms away, within 1.5 slots.
         assert [w.done() and not w.cancelled() for w in waiters] == [
-            True, False, True, False, False
+            True,
+            False,
+            True,
+            False,
+            False,
         ]
         assert timers == [pytest.approx(0.02)]
         now[0] = 0.02

@@ -1,0 +1,536 @@
+"""Goodput at the quota: a2ibatch next to the usual ways of starting human loops.
+
+Every client starts custom-task human loops (StartHumanLoop) on the emulator, which runs in
+a child process (its CPU is not the client's) with a token-bucket quota and a latency:
+
+* ``a2ibatch``: the library, ``a2ibatch.submit(...)``, ledger and all;
+* ``boto3 threads``: boto3 in a ThreadPoolExecutor(64), botocore's ``adaptive`` retry mode
+  (10 attempts), the usual answer to "botocore, make it fast and handle throttling";
+* ``aioboto3 gather``: aioboto3, ``asyncio.gather`` under a Semaphore(64), ``standard``
+  retries (10 attempts);
+* ``sequential``: one boto3 call after another, as in the AWS sample notebooks (run on
+  fewer items; its goodput does not depend on the count).
+
+Scenarios: the quota untold (a2ibatch's ``--rate`` a high ceiling) and told (``--rate`` =
+the quota; a2ibatch only, the others have no such setting), latencies of 20 ms and 2 s
+(a lower quota and fewer items for 2 s; a2ibatch's defaults are the same for all), 1% of
+calls answered 500, and a quota that halves at 40% of the ideal time.
+
+Figures are whole-run: goodput is the ideal time (items at the quota, with the halving
+accounted for) over the wall time from the client's first line to its last answer, client
+creation and slow start included; "throttled" is the share of the StartHumanLoop calls the
+emulator refused; CPU is this process's CPU time (all threads) per item.  The bare
+aiobotocore line is a tight loop of ``start_human_loop`` on one client against the
+emulator with no quota and no latency, the floor a library built on aiobotocore stands on.
+
+    python benchmarks/bench_throughput.py            # full run, about 10 minutes
+    python benchmarks/bench_throughput.py --quick    # smaller, under 2 minutes
+
+Writes ``benchmarks/out/throughput.{md,json,png}`` and ``docs/throughput.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from _common import (
+    CREDENTIALS,
+    FLOW,
+    REGION,
+    configure_emulator,
+    emulator_get,
+    input_content,
+    measure,
+    reset_emulator,
+    start_kwargs,
+)
+
+from a2ibatch.emulator import EmulatorConfig, run_subprocess
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "out"
+DOCS_CHART = ROOT / "docs" / "throughput.png"
+
+WORKERS = 64  # the baselines' threads / semaphore
+MAX_ATTEMPTS = 10  # the baselines' botocore retries
+OPERATION = "StartHumanLoop"
+RECOVERY_SHARE = 0.9  # "back at 90% of the new quota"
+
+A2IBATCH = "a2ibatch"
+THREADS = "boto3 threads (adaptive)"
+GATHER = "aioboto3 gather (standard)"
+SEQUENTIAL = "sequential boto3"
+CLIENTS = (A2IBATCH, THREADS, GATHER, SEQUENTIAL)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    quota: float
+    items: int
+    sequential_items: int
+    latency_ms: float = 40.0
+    jitter_ms: float = 20.0
+    fault_rate: float = 0.0
+    halve_at: float | None = None  # fraction of the ideal time at which the quota halves
+    told: bool = False  # a2ibatch gets --rate = quota (else a high ceiling)
+    clients: tuple[str, ...] = CLIENTS
+
+    @property
+    def ideal(self) -> float:
+        """Seconds to start every item at the quota (the halving accounted for)."""
+        plain = self.items / self.quota
+        if self.halve_at is None:
+            return plain
+        at = self.halve_at * plain
+        return at + (self.items - self.quota * at) / (self.quota / 2)
+
+    def emulator(self, seed: int) -> EmulatorConfig:
+        return EmulatorConfig(
+            quota=self.quota,
+            burst=5,
+            latency_ms=self.latency_ms,
+            jitter_ms=self.jitter_ms,
+            fault_rate=self.fault_rate,
+            seed=seed,
+        )
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    n, seq = (600, 60) if quick else (2000, 200)
+    slow_n, slow_seq = (100, 3) if quick else (400, 10)
+    return [
+        Scenario("untold", "quota untold, 150/s, 40±20 ms", 150.0, n, seq),
+        Scenario(
+            "told", "quota told, 150/s, 40±20 ms", 150.0, n, seq, told=True, clients=(A2IBATCH,)
+        ),
+        Scenario("fast", "quota untold, 150/s, 20±10 ms", 150.0, n, seq, 20.0, 10.0),
+        Scenario("slow", "quota untold, 20/s, 2±0.5 s", 20.0, slow_n, slow_seq, 2000.0, 500.0),
+        Scenario("faults", "quota untold, 150/s, 1% 5xx", 150.0, n, seq, fault_rate=0.01),
+        # The sequential loop runs far below either quota: nothing to see in this one.
+        Scenario(
+            "halving",
+            "quota 150/s halves to 75/s at 40%",
+            150.0,
+            n,
+            seq,
+            halve_at=0.4,
+            clients=(A2IBATCH, THREADS, GATHER),
+        ),
+    ]
+
+
+@dataclass
+class Result:
+    client: str
+    scenario: str
+    title: str
+    quota: float
+    items: int
+    done: int
+    failed: int
+    wall: float
+    cpu: float
+    ideal: float  # for `items`
+    calls: int
+    throttled: int
+    faults: int
+    #: seconds since the client started -> accepted, throttled StartHumanLoop calls
+    accepted: list[tuple[float, int, int]] = field(default_factory=list)
+    change_at: float | None = None  # seconds since the client started
+    recovery: float | None = None  # seconds from the halving until back at 90% for good
+
+    @property
+    def goodput(self) -> float:
+        """Ideal time over wall time: items done per second as a fraction of the quota."""
+        return self.ideal / self.wall * (self.done / self.items)
+
+    @property
+    def throttled_share(self) -> float:
+        return self.throttled / self.calls if self.calls else 0.0
+
+    @property
+    def cpu_ms_per_item(self) -> float:
+        return 1000.0 * self.cpu / max(self.done, 1)
+
+
+# -- the clients ----------------------------------------------------------------------------
+
+
+def run_a2ibatch(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
+    import aioboto3
+
+    from a2ibatch import AwsSettings, Item, SubmitSettings, submit
+
+    items = [Item(id=f"item-{i}", line=i + 1, input_content=input_content(i)) for i in range(n)]
+    settings = SubmitSettings(
+        task="custom",  # type: ignore[arg-type]  # coerced to TaskType
+        flow_definition_arn=FLOW,
+        ledger=tmp / f"{prefix}.jsonl",
+        name_prefix=prefix,
+        preflight=False,
+        rate=sc.quota if sc.told else 1000.0,
+        aws=AwsSettings(endpoint_url=url, region=REGION),
+    )
+    session = aioboto3.Session(**CREDENTIALS)
+    summary = asyncio.run(submit(settings, session=session, items=items))
+    return int(summary.counts["started"]), int(summary.counts["failed"])
+
+
+def run_threads(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    config = botocore.config.Config(
+        retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=WORKERS,
+    )
+    a2i = boto3.Session(**CREDENTIALS).client(
+        "sagemaker-a2i-runtime", endpoint_url=url, config=config
+    )
+
+    def one(i: int) -> bool:
+        try:
+            a2i.start_human_loop(**start_kwargs(prefix, i))
+        except botocore.exceptions.ClientError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        ok = sum(pool.map(one, range(n)))
+    return ok, n - ok
+
+
+def run_gather(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
+    import aioboto3
+    import botocore.exceptions
+    from aiobotocore.config import AioConfig
+
+    async def main() -> int:
+        config = AioConfig(
+            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            max_pool_connections=WORKERS,
+        )
+        session = aioboto3.Session(**CREDENTIALS)
+        async with session.client("sagemaker-a2i-runtime", endpoint_url=url, config=config) as a2i:
+            gate = asyncio.Semaphore(WORKERS)
+
+            async def one(i: int) -> bool:
+                async with gate:
+                    try:
+                        await a2i.start_human_loop(**start_kwargs(prefix, i))
+                    except botocore.exceptions.ClientError:
+                        return False
+                    return True
+
+            return sum(await asyncio.gather(*(one(i) for i in range(n))))
+
+    ok = asyncio.run(main())
+    return ok, n - ok
+
+
+def run_sequential(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS})
+    a2i = boto3.Session(**CREDENTIALS).client(
+        "sagemaker-a2i-runtime", endpoint_url=url, config=config
+    )
+    ok = 0
+    for i in range(n):
+        try:
+            a2i.start_human_loop(**start_kwargs(prefix, i))
+            ok += 1
+        except botocore.exceptions.ClientError:
+            pass
+    return ok, n - ok
+
+
+Runner = Callable[[str, Scenario, int, str, Path], tuple[int, int]]
+RUNNERS: dict[str, Runner] = {
+    A2IBATCH: run_a2ibatch,
+    THREADS: run_threads,
+    GATHER: run_gather,
+    SEQUENTIAL: run_sequential,
+}
+
+
+def run_client(url: str, sc: Scenario, client: str, prefix: str, tmp: Path) -> Result:
+    n = sc.sequential_items if client == SEQUENTIAL else sc.items
+    configure_emulator(url, quota=sc.quota)
+    reset_emulator(url)
+    time.sleep(0.3)  # the fresh token bucket fills its burst, as after any idle spell
+    changed: list[float] = []
+    timer: threading.Timer | None = None
+    if sc.halve_at is not None:
+        delay = sc.halve_at * sc.items / sc.quota
+
+        def halve() -> None:
+            configure_emulator(url, quota=sc.quota / 2)
+            changed.append(time.time())
+
+        timer = threading.Timer(delay, halve)
+    began = time.time()
+    if timer is not None:
+        timer.start()
+    measured = measure(lambda: RUNNERS[client](url, sc, n, prefix, tmp))
+    if timer is not None:
+        timer.cancel()
+    done, failed = measured.value
+    stats = emulator_get(url, "stats")
+    histogram = emulator_get(url, "accepted")
+    offset = began - float(histogram["started"])
+    accepted = [
+        (row["second"] - offset, int(row["accepted"]), int(row["throttled"]))
+        for row in histogram["seconds"]
+    ]
+    ideal = n / sc.quota if sc.halve_at is None else replace(sc, items=n).ideal
+    result = Result(
+        client=client,
+        scenario=sc.key,
+        title=sc.title,
+        quota=sc.quota,
+        items=n,
+        done=done,
+        failed=failed,
+        wall=measured.wall,
+        cpu=measured.cpu,
+        ideal=ideal,
+        calls=int(stats["calls"].get(OPERATION, 0)),
+        throttled=int(stats["throttled"]),
+        faults=int(stats["faults"]),
+        accepted=accepted,
+    )
+    if changed:
+        result.change_at = changed[0] - began
+        result.recovery = recovery_time(result, sc.quota / 2)
+    return result
+
+
+def recovery_time(result: Result, new_quota: float) -> float:
+    """Seconds from the quota change until accepted calls are back at 90% of the new quota.
+
+    Read from the emulator's per-second histogram (1 s resolution): the first second after
+    the change whose accepted calls fall below 90% starts the dip, the next second at or
+    above 90% ends it; 0 if no second falls below.  The run's tail, when less than a
+    second's worth of items is left, is not a dip.
+    """
+    assert result.change_at is not None
+    threshold = RECOVERY_SHARE * new_quota
+    total = 0
+    tail_from = math.inf
+    for start, accepted, _ in result.accepted:
+        total += accepted
+        if total >= result.done - new_quota and tail_from == math.inf:
+            tail_from = start
+    dipped = False
+    for start, accepted, _ in result.accepted:
+        if start + 1.0 <= result.change_at or start >= tail_from:
+            continue
+        if accepted < threshold:
+            dipped = True
+        elif dipped:
+            return max(0.0, start - result.change_at)
+    return math.inf if dipped else 0.0
+
+
+# -- the floor: a bare aiobotocore call ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bare:
+    calls: int
+    cpu_ms_per_call: float
+    client_setup_cpu_ms: float
+
+
+def bare_aiobotocore(calls: int) -> Bare:
+    """CPU per StartHumanLoop of one aiobotocore client in a tight loop (no quota, no wait)."""
+    import aioboto3
+    from aiobotocore.config import AioConfig
+
+    async def main(url: str) -> Bare:
+        session = aioboto3.Session(**CREDENTIALS)
+        config = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+        setup0 = time.process_time()
+        async with session.client("sagemaker-a2i-runtime", endpoint_url=url, config=config) as a2i:
+            setup = time.process_time() - setup0
+            for i in range(50):
+                await a2i.start_human_loop(**start_kwargs("bare-warm", i))
+            cpu0 = time.process_time()
+            for i in range(calls):
+                await a2i.start_human_loop(**start_kwargs("bare", i))
+            cpu = time.process_time() - cpu0
+        return Bare(calls, 1000.0 * cpu / calls, 1000.0 * setup)
+
+    with run_subprocess(EmulatorConfig(seed=1)) as url:
+        return asyncio.run(main(url))
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> str:
+    lines = [
+        "| client | scenario | items | goodput (x quota) | throttled | CPU ms/item "
+        "| CPU vs bare call | wall s | ideal s | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        wall, ideal, items = f"{r.wall:.1f}", f"{r.ideal:.1f}", str(r.items)
+        n = full_items[r.scenario]
+        if r.items != n:  # sequential: the wall time scaled to the scenario's item count
+            scale = n / r.items
+            wall = f"{r.wall:.1f} (≈{r.wall * scale:.0f} for {n})"
+            ideal = f"{r.ideal:.1f} ({r.ideal * scale:.1f})"
+        extra = ""
+        if r.recovery is not None:
+            extra = f"; back at 90% in {r.recovery:.0f} s"
+        lines.append(
+            f"| {r.client} | {r.title}{extra} | {items} | {r.goodput:.3f} "
+            f"| {100 * r.throttled_share:.1f}% | {r.cpu_ms_per_item:.2f} "
+            f"| {r.cpu_ms_per_item / bare.cpu_ms_per_call:.2f}x | {wall} | {ideal} "
+            f"| {r.failed} |"
+        )
+    lines.append(
+        f"| bare aiobotocore call | tight loop, no quota, no latency | {bare.calls} | | | "
+        f"{bare.cpu_ms_per_call:.2f} | 1.00x | | | |"
+    )
+    return "\n".join(lines)
+
+
+def chart(results: Sequence[Result], paths: Sequence[Path]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k in ("untold", "halving") if any(r.scenario == k for r in results)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.6 * len(panels)), squeeze=False)
+    colours = {A2IBATCH: "C0", THREADS: "C1", GATHER: "C2", SEQUENTIAL: "C3"}
+    for ax, key in zip(axes[:, 0], panels, strict=True):
+        rows = [r for r in results if r.scenario == key]
+        quota = rows[0].quota
+        for r in rows:
+            xs = [t + 0.5 for t, _, _ in r.accepted if t > -1]
+            ys = [a for t, a, _ in r.accepted if t > -1]
+            label = f"{r.client}: {r.goodput:.2f} x quota, {100 * r.throttled_share:.0f}% thr."
+            ax.step(xs, ys, where="mid", color=colours[r.client], label=label)
+        change = next((r.change_at for r in rows if r.change_at is not None), None)
+        if change is None:
+            ax.axhline(quota, color="grey", linestyle="--", linewidth=1, label="quota")
+        else:
+            end = max(r.wall for r in rows)
+            ax.plot(
+                [0, change, change, end],
+                [quota, quota, quota / 2, quota / 2],
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label="quota",
+            )
+        ax.set_title(rows[0].title)
+        ax.set_xlabel("seconds since the client started")
+        ax.set_ylabel("accepted StartHumanLoop / s")
+        ax.set_ylim(0, quota * 1.25)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
+    parser.add_argument("--only", nargs="*", metavar="SCENARIO", help="run these scenarios")
+    parser.add_argument("--clients", nargs="*", metavar="CLIENT", choices=CLIENTS)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/throughput.png")
+    args = parser.parse_args(argv)
+    for name in ("botocore", "aiobotocore", "boto3", "aioboto3", "urllib3", "aiohttp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_structlog()
+
+    chosen = [s for s in scenarios(args.quick) if not args.only or s.key in args.only]
+    started = time.perf_counter()
+    bare = bare_aiobotocore(500 if args.quick else 2000)
+    print(
+        f"bare aiobotocore call: {bare.cpu_ms_per_call:.3f} CPU ms "
+        f"(client set-up {bare.client_setup_cpu_ms:.0f} ms)",
+        flush=True,
+    )
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="a2ibatch-bench-") as tmp:
+        for k, sc in enumerate(chosen):
+            clients = [c for c in sc.clients if not args.clients or c in args.clients]
+            with run_subprocess(sc.emulator(args.seed + k)) as url:
+                # A first call so the emulator's own start-up is not the first client's.
+                RUNNERS[SEQUENTIAL](url, sc, 1, f"warm{k}", Path(tmp))
+                for j, client in enumerate(clients):
+                    prefix = f"r{k}c{j}"
+                    r = run_client(url, sc, client, prefix, Path(tmp))
+                    results.append(r)
+                    extra = "" if r.recovery is None else f", back at 90% in {r.recovery:.0f} s"
+                    print(
+                        f"{sc.key:8} {client:28} goodput {r.goodput:.3f} x quota, "
+                        f"throttled {100 * r.throttled_share:4.1f}%, "
+                        f"CPU {r.cpu_ms_per_item:.2f} ms/item, wall {r.wall:.1f} s "
+                        f"(ideal {r.ideal:.1f}), failed {r.failed}{extra}",
+                        flush=True,
+                    )
+    elapsed = time.perf_counter() - started
+    full_items = {sc.key: sc.items for sc in chosen}
+    text = table(results, bare, full_items)
+    command = "python benchmarks/bench_throughput.py" + (" --quick" if args.quick else "")
+    header = (
+        f"{command}  # {datetime.now(UTC):%Y-%m-%d}, {platform.python_version()}, "
+        f"{platform.machine()}, benchmark took {elapsed:.0f} s"
+    )
+    print()
+    print(header)
+    print(text)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "throughput.md").write_text(f"    {header}\n\n{text}\n")
+    (OUT / "throughput.json").write_bytes(
+        orjson.dumps(
+            {"bare": asdict(bare), "results": [asdict(r) for r in results]},
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    charts = [OUT / "throughput.png"] + ([] if args.no_docs else [DOCS_CHART])
+    chart(results, charts)
+    return 0
+
+
+def _quiet_structlog() -> None:
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
