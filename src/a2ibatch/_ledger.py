@@ -609,6 +609,21 @@ def _open_append(path: str) -> tuple[int, bool]:
         raise LedgerError(f"cannot open ledger file {path}: {exc.strerror or exc}") from exc
 
 
+def last_line_end(fd: int, size: int) -> int:
+    """Offset just past the last newline among the first `size` bytes of `fd` (0 if none).
+
+    Everything after it is a line whose writing was cut off: the torn tail to drop.
+    """
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
 def _cut_incomplete_tail(path: str) -> int:
     """Drop bytes after the last newline (a torn record); how many went.
 
@@ -623,15 +638,7 @@ def _cut_incomplete_tail(path: str) -> int:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
             return 0
-        end = info.st_size
-        while end > 0:
-            start = max(0, end - 65536)
-            block = os.pread(fd, end - start, start)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
+        end = last_line_end(fd, info.st_size)
         return _truncate(path, fd, end) if end < info.st_size else 0
     except OSError as exc:
         raise LedgerError(f"cannot read ledger file {path}: {exc.strerror or exc}") from exc

@@ -53,7 +53,7 @@ from ._errors import (
     LedgerWriteError,
     first_error,
 )
-from ._ledger import JobHeader, iter_records, utc_timestamp
+from ._ledger import JobHeader, iter_records, last_line_end, utc_timestamp
 from ._manifest import read_manifest
 from ._models import Invalid, Status
 from ._rate import DEFAULT_CEILING, ConcurrencyGovernor, RateController, RateSettings
@@ -418,15 +418,7 @@ def _cut_torn_tail(path: str, fd: int) -> None:
                 "try again in a moment"
             ) from None
     try:
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            block = os.pread(fd, end - start, start)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
+        end = last_line_end(fd, size)
         os.ftruncate(fd, end)
         os.fsync(fd)
         log.warning("ledger_tail_cut", ledger=path, bytes=size - end)
@@ -1073,19 +1065,7 @@ def _csv_line(values: Iterable[str | None]) -> bytes:
 
 
 def _truncate_to_last_line(fd: int, size: int) -> None:
-    data = os.pread(fd, size, 0) if size < (1 << 26) else b""
-    end = data.rfind(b"\n") + 1 if data else 0
-    if not data:  # a huge file: search backwards in blocks
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            block = os.pread(fd, end - start, start)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-    os.ftruncate(fd, end)
+    os.ftruncate(fd, last_line_end(fd, size))
 
 
 def _answers_row(loop: LoopState, output: Mapping[str, Any], uri: str) -> dict[str, Any]:
