@@ -142,7 +142,9 @@ async def read_manifest(
     try:
         lines = _LineSplitter()
         parser: _JsonlParser | _CsvParser = (
-            _CsvParser(task, source) if is_csv else _JsonlParser(task)
+            _CsvParser(task, "on stdin" if source == "-" else source)
+            if is_csv
+            else _JsonlParser(task)
         )
         lineno = 1  # the number of the next line `lines` hands out
         estimated = reader.size is None
@@ -1002,9 +1004,12 @@ class _CsvParser:
             except csv.Error:
                 out.append(Invalid(first + start, "row is not valid CSV"))
                 continue
+            if feed.trouble is not None:
+                out.append(Invalid(first + start, feed.trouble))
+                continue
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
-            entry = self._row(row, first + start, feed.trouble)
+            entry = self._row(row, first + start)
             if entry is not None:
                 out.append(entry)
         return out
@@ -1041,9 +1046,7 @@ class _CsvParser:
         self._columns = columns
         self._width = len(row)
 
-    def _row(self, row: list[str], line: int, trouble: str | None) -> Item | Invalid | None:
-        if trouble is not None:
-            return Invalid(line, trouble)
+    def _row(self, row: list[str], line: int) -> Item | Invalid | None:
         if self._columns is None:
             self._header(row)
             return None

@@ -1,0 +1,1038 @@
+"""The manifest reader: one `Item` or `Invalid` per non-blank line, reasons without content.
+
+Every line rule has its own case, run for each task type it applies to; sources are local
+files (plain and gzip), stdin and S3 objects on a moto server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from a2ibatch import _manifest
+from a2ibatch._errors import ConfigError, ManifestError
+from a2ibatch._manifest import read_manifest
+from a2ibatch._models import MAX_INPUT_CONTENT_CHARS, Invalid, Item, S3Ref, TaskType
+
+pytestmark = pytest.mark.anyio
+
+TASKS = list(TaskType)
+SECRET = "4111-1111-1111-1111 Jane Q. Public"
+
+#: the task-specific fields of a valid line, per task type
+BODY: dict[TaskType, dict[str, Any]] = {
+    TaskType.CUSTOM: {"input": {"text": "claim", "n": 1}},
+    TaskType.TEXTRACT: {"document": "s3://scans/forms/a.png"},
+    TaskType.REKOGNITION: {"image": "s3://uploads/images/a.jpg"},
+}
+#: the field naming the S3 object, per built-in task type
+S3_FIELD = {TaskType.TEXTRACT: "document", TaskType.REKOGNITION: "image"}
+BUILTIN = [TaskType.TEXTRACT, TaskType.REKOGNITION]
+
+
+def good(task: TaskType, item_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": item_id, **BODY[task], **extra}
+
+
+def jsonl(*lines: dict[str, Any] | bytes) -> bytes:
+    return b"".join((x if isinstance(x, bytes) else orjson.dumps(x)) + b"\n" for x in lines)
+
+
+async def collect(source: str, task: TaskType, **kwargs: Any) -> list[Item | Invalid]:
+    return [entry async for entry in read_manifest(source, task, **kwargs)]
+
+
+async def read(data: bytes, task: TaskType, **kwargs: Any) -> list[Item | Invalid]:
+    """Read `data` as a manifest on stdin."""
+    return await collect("-", task, stdin=io.BytesIO(data), **kwargs)
+
+
+async def one(obj: dict[str, Any] | bytes, task: TaskType) -> Item | Invalid:
+    entries = await read(jsonl(obj), task)
+    assert len(entries) == 1
+    return entries[0]
+
+
+async def invalid(obj: dict[str, Any] | bytes, task: TaskType) -> Invalid:
+    entry = await one(obj, task)
+    assert isinstance(entry, Invalid), entry
+    return entry
+
+
+# -- valid lines -----------------------------------------------------------------------------
+
+
+async def test_custom_input_is_sent_as_compact_json() -> None:
+    entry = await one({"id": "a", "input": {"text": "café", "n": [1, 2.5, None]}}, TaskType.CUSTOM)
+    assert entry == Item("a", 1, input_content='{"text":"café","n":[1,2.5,null]}')
+
+
+@pytest.mark.parametrize("value", [0, "text", [1, 2], True, {"a": {}}])
+async def test_custom_input_may_be_any_json_value_but_null(value: Any) -> None:
+    entry = await one({"id": "a", "input": value}, TaskType.CUSTOM)
+    assert isinstance(entry, Item)
+    assert entry.input_content == orjson.dumps(value).decode()
+
+
+async def test_custom_input_content_is_sent_verbatim() -> None:
+    text = '{ "spaced" : [1,  2] }'
+    entry = await one({"id": "a", "input_content": text}, TaskType.CUSTOM)
+    assert entry == Item("a", 1, input_content=text)
+
+
+async def test_textract_line() -> None:
+    obj = {
+        "id": "t",
+        "document": "s3://scans/dir/form 1.png",
+        "version": "v3",
+        "feature_types": ["TABLES", "FORMS"],
+    }
+    entry = await one(obj, TaskType.TEXTRACT)
+    assert entry == Item(
+        "t", 1, s3=S3Ref("scans", "dir/form 1.png", "v3"), feature_types=("TABLES", "FORMS")
+    )
+
+
+async def test_rekognition_line() -> None:
+    obj = {"id": "r", "image": "s3://uploads/x.jpg", "min_confidence": 55}
+    entry = await one(obj, TaskType.REKOGNITION)
+    assert entry == Item("r", 1, s3=S3Ref("uploads", "x.jpg"), min_confidence=55.0)
+    assert isinstance(entry, Item) and type(entry.min_confidence) is float
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_optional_fields_default_to_none(task: TaskType) -> None:
+    entry = await one(good(task, "a"), task)
+    assert isinstance(entry, Item)
+    assert entry.name is None and entry.content_classifiers is None
+    assert entry.feature_types is None and entry.min_confidence is None
+    assert (entry.input_content is None) == (task is not TaskType.CUSTOM)
+    assert (entry.s3 is None) == (task is TaskType.CUSTOM)
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_name_and_content_classifiers(task: TaskType) -> None:
+    classifiers = ["FreeOfAdultContent", "FreeOfPersonallyIdentifiableInformation"]
+    entry = await one(good(task, "a", name="my-loop-1", content_classifiers=classifiers), task)
+    assert isinstance(entry, Item)
+    assert entry.name == "my-loop-1"
+    assert entry.content_classifiers == tuple(classifiers)
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_an_empty_classifier_list_means_none_for_this_item(task: TaskType) -> None:
+    entry = await one(good(task, "a", content_classifiers=[]), task)
+    assert isinstance(entry, Item) and entry.content_classifiers == ()
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_null_means_absent(task: TaskType) -> None:
+    nulls = {"name": None, "content_classifiers": None, "version": None}
+    nulls.update({"feature_types": None} if task is TaskType.TEXTRACT else {})
+    nulls.update({"min_confidence": None} if task is TaskType.REKOGNITION else {})
+    nulls.update({"document": None} if task is not TaskType.TEXTRACT else {})
+    if task is not TaskType.CUSTOM:
+        nulls.pop("version")
+    entry = await one(good(task, "a", **nulls), task)
+    assert isinstance(entry, Item) and entry.name is None
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_unknown_fields_are_ignored(task: TaskType) -> None:
+    entry = await one(good(task, "a", owner="team-a", meta={"x": [1]}, Input=3), task)
+    assert isinstance(entry, Item)
+
+
+# -- broken lines ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"id": "a", "input": ', "not valid JSON"),
+        (b"nonsense", "not valid JSON"),
+        (b'{"id": "a"} trailing', "not valid JSON"),
+        (b"[1, 2, 3]", "an array, not a JSON object"),
+        (b'"just a string"', "a string, not a JSON object"),
+        (b"42", "a number, not a JSON object"),
+        (b"null", "null, not a JSON object"),
+        (b'{"id": "caf\xe9", "input": 1}', "not valid UTF-8"),
+        (b'\xff\xfe{"id": "a"}', "not valid UTF-8"),
+    ],
+)
+async def test_unreadable_lines(task: TaskType, raw: bytes, reason: str) -> None:
+    entry = await invalid(raw, task)
+    assert reason in entry.reason and entry.id is None and entry.line == 1
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_a_bad_byte_spoils_only_its_own_line(task: TaskType) -> None:
+    data = jsonl(good(task, "a"), b'{"id": "b\xc3", "x": 1}', good(task, "c"))
+    entries = await read(data, task)
+    assert [type(e) for e in entries] == [Item, Invalid, Item]
+    assert [e.line for e in entries] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "missing field 'id'"),
+        (7, "field 'id' must be a string, not a number"),
+        (["a"], "field 'id' must be a string, not an array"),
+        ("", "field 'id' is empty"),
+        ("x" * 1001, "field 'id' is 1001 characters long; the limit is 1000"),
+    ],
+)
+async def test_id_rules(task: TaskType, value: Any, reason: str) -> None:
+    obj = good(task, "a")
+    if value is None:
+        del obj["id"]
+    else:
+        obj["id"] = value
+    entry = await invalid(obj, task)
+    assert entry.reason == reason and entry.id is None
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_an_id_of_1000_characters_is_fine(task: TaskType) -> None:
+    entry = await one(good(task, "é" * 1000), task)
+    assert isinstance(entry, Item)
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_the_second_occurrence_of_an_id_is_invalid(task: TaskType) -> None:
+    bad = {"id": "b", "what": "broken"}  # invalid, yet its id counts
+    data = jsonl(good(task, "a"), b"", bad, good(task, "a"), good(task, "b"), good(task, "a"))
+    entries = await read(data, task)
+    assert [e.line for e in entries] == [1, 3, 4, 5, 6]
+    assert isinstance(entries[0], Item)
+    assert entries[2] == Invalid(4, "duplicate id; first seen on line 1", "a")
+    assert entries[3] == Invalid(5, "duplicate id; first seen on line 3", "b")
+    assert entries[4] == Invalid(6, "duplicate id; first seen on line 1", "a")
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_blank_lines_are_skipped_and_lines_count_physically(task: TaskType) -> None:
+    data = b"\n   \n" + jsonl(good(task, "a")) + b"\t\r\n\n" + orjson.dumps(good(task, "b"))
+    entries = await read(data, task)
+    assert [(e.line, e.id) for e in entries] == [(3, "a"), (6, "b")]
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_crlf_line_ends_and_a_byte_order_mark(task: TaskType) -> None:
+    data = b"\xef\xbb\xbf" + orjson.dumps(good(task, "a")) + b"\r\n" + orjson.dumps(good(task, "b"))
+    entries = await read(data + b"\r\n", task)
+    assert [(type(e), e.line) for e in entries] == [(Item, 1), (Item, 2)]
+
+
+# custom tasks
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ({"id": "a"}, "needs field 'input' or 'input_content'"),
+        ({"id": "a", "input": None}, "needs field 'input' or 'input_content'"),
+        ({"id": "a", "input": 1, "input_content": "{}"}, "has both 'input' and 'input_content'"),
+        ({"id": "a", "input_content": 5}, "field 'input_content' must be a string, not a number"),
+        ({"id": "a", "input_content": {"x": 1}}, "must be a string, not an object"),
+        ({"id": "a", "input_content": "not json"}, "'input_content' does not hold a JSON document"),
+        ({"id": "a", "input_content": ""}, "'input_content' does not hold a JSON document"),
+    ],
+)
+async def test_custom_input_rules(obj: dict[str, Any], reason: str) -> None:
+    entry = await invalid(obj, TaskType.CUSTOM)
+    assert reason in entry.reason and entry.id == "a"
+
+
+@pytest.mark.parametrize("field", ["input", "input_content"])
+async def test_input_content_limit_counts_characters_not_bytes(field: str) -> None:
+    def line(chars: int) -> dict[str, Any]:
+        text = "é" * (chars - 2)  # "é" is two bytes in UTF-8; the quotes make two more chars
+        value: Any = text if field == "input" else orjson.dumps(text).decode()
+        return {"id": f"n{chars}", field: value}
+
+    entries = await read(
+        jsonl(line(MAX_INPUT_CONTENT_CHARS), line(MAX_INPUT_CONTENT_CHARS + 1)), TaskType.CUSTOM
+    )
+    assert isinstance(entries[0], Item)
+    assert entries[0].input_content is not None
+    assert len(entries[0].input_content) == MAX_INPUT_CONTENT_CHARS
+    assert len(entries[0].input_content.encode()) > MAX_INPUT_CONTENT_CHARS
+    assert isinstance(entries[1], Invalid)
+    assert entries[1].reason == (
+        f"input content is {MAX_INPUT_CONTENT_CHARS + 1} characters long; "
+        f"the limit is {MAX_INPUT_CONTENT_CHARS}"
+    )
+
+
+# S3 objects
+
+
+@pytest.mark.parametrize("task", BUILTIN)
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "needs field '{f}' (s3://bucket/key)"),
+        (3, "field '{f}' must be a string, not a number"),
+        ("https://scans.s3.amazonaws.com/a.png", "field '{f}' must be an S3 URI"),
+        ("scans/a.png", "field '{f}' must be an S3 URI"),
+        ("s3:/scans/a.png", "field '{f}' must be an S3 URI"),
+        ("s3://scans", "field '{f}' has no object key"),
+        ("s3://scans/", "field '{f}' has no object key"),
+        ("s3:///a.png", "names an invalid bucket: a bucket name has 3-63 characters"),
+        ("s3://ab/a.png", "names an invalid bucket: a bucket name has 3-63 characters"),
+        ("s3://" + "b" * 64 + "/a.png", "a bucket name has 3-63 characters"),
+        ("s3://Scans/a.png", "a bucket name holds only a-z, 0-9, '.' and '-'"),
+        ("s3://my_scans/a.png", "a bucket name holds only a-z, 0-9, '.' and '-'"),
+        ("s3://-scans/a.png", "starts and ends with a letter or digit"),
+        ("s3://scans./a.png", "starts and ends with a letter or digit"),
+        ("s3://my..scans/a.png", "no two adjacent periods"),
+        ("s3://192.168.10.1/a.png", "is not an IP address"),
+        ("s3://xn--scans/a.png", "no reserved prefix or suffix"),
+        ("s3://scans-s3alias/a.png", "no reserved prefix or suffix"),
+        ("s3://scans/" + "k" * 1025, "has an object key longer than 1024 bytes"),
+        ("s3://scans/" + "é" * 513, "has an object key longer than 1024 bytes"),
+    ],
+)
+async def test_s3_uri_rules(task: TaskType, value: Any, reason: str) -> None:
+    field = S3_FIELD[task]
+    obj: dict[str, Any] = {"id": "a"}
+    if value is not None:
+        obj[field] = value
+    entry = await invalid(obj, task)
+    assert reason.format(f=field) in entry.reason, entry.reason
+    assert entry.id == "a"
+
+
+@pytest.mark.parametrize("task", BUILTIN)
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://abc/k", "s3://a.b-c.9/dir/", "s3://" + "b" * 63 + "/k", "s3://scans/a/b//c?x#y"],
+)
+async def test_valid_s3_uris(task: TaskType, uri: str) -> None:
+    entry = await one({"id": "a", S3_FIELD[task]: uri}, task)
+    assert isinstance(entry, Item) and entry.s3 is not None
+    assert entry.s3.uri == uri
+
+
+@pytest.mark.parametrize("task", BUILTIN)
+@pytest.mark.parametrize("version", [3, "", ["v1"]])
+async def test_version_must_be_a_non_empty_string(task: TaskType, version: Any) -> None:
+    entry = await invalid(good(task, "a", version=version), task)
+    assert "field 'version' must be a non-empty string" in entry.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ([], "field 'feature_types' must not be empty"),
+        ("FORMS", "field 'feature_types' must be a list of strings, not a string"),
+        (["FORMS", 1], "must be a list of strings"),
+        (["FORMS", ["TABLES"]], "must be a list of strings"),
+        (["forms"], "field 'feature_types' holds an unknown value"),
+        (["FORMS", "FORMS"], "field 'feature_types' repeats a value"),
+    ],
+)
+async def test_feature_types_rules(value: Any, reason: str) -> None:
+    entry = await invalid(good(TaskType.TEXTRACT, "a", feature_types=value), TaskType.TEXTRACT)
+    assert reason in entry.reason
+
+
+async def test_every_feature_type_is_accepted() -> None:
+    types = ["TABLES", "FORMS", "QUERIES", "SIGNATURES", "LAYOUT"]
+    entry = await one(good(TaskType.TEXTRACT, "a", feature_types=types), TaskType.TEXTRACT)
+    assert isinstance(entry, Item) and entry.feature_types == tuple(types)
+
+
+@pytest.mark.parametrize("value", [-0.1, 100.5, "50", True, [50], {"v": 1}])
+async def test_min_confidence_rules(value: Any) -> None:
+    obj = good(TaskType.REKOGNITION, "a", min_confidence=value)
+    entry = await invalid(obj, TaskType.REKOGNITION)
+    assert entry.reason == "field 'min_confidence' must be a number from 0 to 100"
+
+
+@pytest.mark.parametrize("value", [0, 100, 55.5])
+async def test_min_confidence_bounds(value: float) -> None:
+    entry = await one(good(TaskType.REKOGNITION, "a", min_confidence=value), TaskType.REKOGNITION)
+    assert isinstance(entry, Item) and entry.min_confidence == value
+
+
+# any task
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("Bad_Name", "may hold only a-z, 0-9 and '-'"),
+        ("-lead", "must start and end with a letter or digit"),
+        ("", "loop name is empty"),
+        ("a" * 64, "loop name is 64 characters long; the limit is 63"),
+        (12, "loop name must be a string"),
+    ],
+)
+async def test_name_rules(task: TaskType, name: Any, reason: str) -> None:
+    entry = await invalid(good(task, "a", name=name), task)
+    assert entry.reason.startswith("field 'name': ") and reason in entry.reason
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("FreeOfAdultContent", "must be a list of strings, not a string"),
+        (["FreeOfAdultContent", None], "must be a list of strings"),
+        (["FreeOfAdultContent", "Nope"], "holds an unknown value"),
+        (["FreeOfAdultContent", "FreeOfAdultContent"], "repeats a value"),
+    ],
+)
+async def test_content_classifier_rules(task: TaskType, value: Any, reason: str) -> None:
+    entry = await invalid(good(task, "a", content_classifiers=value), task)
+    assert entry.reason.startswith("field 'content_classifiers'") and reason in entry.reason
+
+
+FOREIGN = [
+    (task, field, owners)
+    for task in TASKS
+    for field, owners in [
+        ("input", "custom"),
+        ("input_content", "custom"),
+        ("document", "textract"),
+        ("feature_types", "textract"),
+        ("image", "rekognition"),
+        ("min_confidence", "rekognition"),
+        ("version", "textract and rekognition"),
+    ]
+    if task.value not in owners
+]
+
+
+@pytest.mark.parametrize(("task", "field", "owners"), FOREIGN)
+async def test_fields_of_another_task_type_are_refused(
+    task: TaskType, field: str, owners: str
+) -> None:
+    entry = await invalid(good(task, "a", **{field: "x"}), task)
+    assert entry.reason == (
+        f"field '{field}' belongs to {owners} tasks; this job runs {task.value} tasks"
+    )
+    assert entry.id == "a"
+
+
+# -- reasons never quote the line ------------------------------------------------------------
+
+
+def secret_lines(task: TaskType) -> list[bytes]:
+    """Broken lines of every kind, each with the secret in its fields."""
+    s = SECRET
+    objs: list[dict[str, Any]] = [
+        {"id": s, "input": {"card": s}, "document": s, "image": s},
+        {"id": "x" * 1001 + s},
+        {"id": "dup", **BODY[task], "note": s},
+        {"id": "dup", **BODY[task], "note": s},
+        {"id": 1, "name": s},
+        {"id": "n1", **BODY[task], "name": s},
+        {"id": "n2", **BODY[task], "content_classifiers": [s]},
+        {"id": "n3", **BODY[task], "content_classifiers": s},
+        {"id": "c1", "input": s, "input_content": s},
+        {"id": "c2", "input_content": s},
+        {"id": "c3", "input_content": [s]},
+        {"id": "c4", "input": "x" * MAX_INPUT_CONTENT_CHARS + s},
+        {"id": "t1", "document": s, "image": s},
+        {"id": "t2", "document": "s3://" + s + "/k", "image": "s3://" + s + "/k"},
+        {"id": "t3", "document": "s3://bucket/" + s * 100, "image": "s3://bucket/" + s * 100},
+        {"id": "t4", **BODY[task], "version": [s]},
+        {"id": "t5", **BODY[task], "feature_types": [s], "min_confidence": s},
+        {"id": "t6", **BODY[task], "feature_types": s},
+    ]
+    raw = [orjson.dumps(o) for o in objs]
+    secret = s.encode()
+    raw += [
+        b'{"id": "' + secret + b'", "input": ',
+        b"[" + orjson.dumps(s) + b"]",
+        orjson.dumps(s),
+        b'{"id": "' + secret + b'\xff"}',
+        secret,
+    ]
+    return raw
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_no_reason_quotes_the_line(task: TaskType) -> None:
+    lines = secret_lines(task)
+    entries = await read(jsonl(*lines), task)
+    assert len(entries) == len(lines)
+    bad = [e for e in entries if isinstance(e, Invalid)]
+    assert len(bad) >= len(lines) - 1
+    for entry in bad:
+        assert SECRET not in entry.reason
+        assert "4111" not in entry.reason and "Jane" not in entry.reason
+
+
+async def test_no_reason_quotes_a_csv_row() -> None:
+    s = SECRET
+    rows = [
+        ["id", "input", "document", "min_confidence", "feature_types", "name"],
+        [s, s, "", "", "", ""],
+        ["a", '{"x": 1}', s, "", "", ""],
+        ["b", "", "", s, "", ""],
+        ["c", '{"x": 1}', "", "", "", s],
+        ["d", '{"x": 1}', "", "", s, ""],
+        [s, s],
+    ]
+    data = "\n".join(",".join(f'"{c}"' for c in row) for row in rows).encode()
+    entries = await read(data, TaskType.CUSTOM, format="csv")
+    assert len(entries) == len(rows) - 1
+    for entry in entries:
+        assert isinstance(entry, Invalid) and SECRET not in entry.reason
+
+
+# -- CSV -------------------------------------------------------------------------------------
+
+
+CSV_ROWS = {
+    TaskType.CUSTOM: "id,input,input_content,name,owner\n"
+    'a,"{""text"": ""hi""}",,,me\n'
+    'b,,"{ ""raw"": 1 }",loop-b,me\n',
+    TaskType.TEXTRACT: "id,document,version,feature_types,content_classifiers\n"
+    "a,s3://scans/a.png,,FORMS|TABLES,FreeOfAdultContent\n"
+    'b,s3://scans/b.png,v2,"LAYOUT, QUERIES",\n',
+    TaskType.REKOGNITION: "id,image,min_confidence,content_classifiers\n"
+    "a,s3://uploads/a.jpg,70,FreeOfAdultContent|FreeOfPersonallyIdentifiableInformation\n"
+    "b,s3://uploads/b.jpg,,\n",
+}
+CSV_ITEMS = {
+    TaskType.CUSTOM: [
+        Item("a", 2, input_content='{"text":"hi"}'),
+        Item("b", 3, input_content='{ "raw": 1 }', name="loop-b"),
+    ],
+    TaskType.TEXTRACT: [
+        Item(
+            "a",
+            2,
+            s3=S3Ref("scans", "a.png"),
+            feature_types=("FORMS", "TABLES"),
+            content_classifiers=("FreeOfAdultContent",),
+        ),
+        Item("b", 3, s3=S3Ref("scans", "b.png", "v2"), feature_types=("LAYOUT", "QUERIES")),
+    ],
+    TaskType.REKOGNITION: [
+        Item(
+            "a",
+            2,
+            s3=S3Ref("uploads", "a.jpg"),
+            min_confidence=70.0,
+            content_classifiers=(
+                "FreeOfAdultContent",
+                "FreeOfPersonallyIdentifiableInformation",
+            ),
+        ),
+        Item("b", 3, s3=S3Ref("uploads", "b.jpg")),
+    ],
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_csv_rows_become_items(task: TaskType, tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(CSV_ROWS[task].encode())
+    assert await collect(str(path), task) == CSV_ITEMS[task]
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_csv_gz_and_format_override(task: TaskType, tmp_path: Path) -> None:
+    path = tmp_path / "m.csv.gz"
+    path.write_bytes(gzip.compress(CSV_ROWS[task].encode()))
+    assert await collect(str(path), task) == CSV_ITEMS[task]
+    other = tmp_path / "rows.txt"
+    other.write_bytes(CSV_ROWS[task].encode())
+    assert await collect(str(other), task, format="csv") == CSV_ITEMS[task]
+    assert await read(CSV_ROWS[task].encode(), task, format="csv") == CSV_ITEMS[task]
+
+
+async def test_jsonl_format_override_for_a_csv_name(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(jsonl(good(TaskType.CUSTOM, "a")))
+    entries = await collect(str(path), TaskType.CUSTOM, format="jsonl")
+    assert [type(e) for e in entries] == [Item]
+
+
+async def test_csv_header_needs_an_id_column() -> None:
+    with pytest.raises(ManifestError, match="no 'id' column") as caught:
+        await read(b"identifier,input\nx,1\n", TaskType.CUSTOM, format="csv")
+    assert "on stdin" in str(caught.value)
+    with pytest.raises(ManifestError, match="column 'id' appears 2 times"):
+        await read(b"id,input,ID\nx,1,y\n", TaskType.CUSTOM, format="csv")
+
+
+async def test_csv_header_names_ignore_case_spaces_and_a_bom() -> None:
+    data = "\ufeff ID , Input ,notes\nx,1,anything\n".encode()
+    entries = await read(data, TaskType.CUSTOM, format="csv")
+    assert entries == [Item("x", 2, input_content="1")]
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_csv_rows_with_the_wrong_number_of_cells(task: TaskType) -> None:
+    header, first = CSV_ROWS[task].split("\n")[:2]
+    data = f"{header}\n{first}\nshort,row\n{first.replace('a,', 'c,', 1)},extra\n{first}\n"
+    entries = await read(data.encode(), task, format="csv")
+    width = header.count(",") + 1
+    assert isinstance(entries[0], Item)
+    assert entries[1] == Invalid(3, f"row has 2 columns, header has {width}")
+    assert entries[2] == Invalid(4, f"row has {width + 1} columns, header has {width}")
+    assert entries[3] == Invalid(5, "duplicate id; first seen on line 2", "a")
+
+
+async def test_csv_cells_and_line_numbers() -> None:
+    data = (
+        b"id,input,input_content,document,min_confidence,feature_types\r\n"
+        b"\r\n"  # a blank line: skipped, but counted
+        b'a,"{""multi"":\r\n""line""}",,,,\r\n'  # a record over two lines starts on line 3
+        b"b,not json,,,,\r\n"
+        b'c,,"{}",,,\r\n'
+        b"d,,,s3://x/y,,\r\n"
+        b'e,"1",,,,\r\n'
+        b"f,,,,,\r\n"
+        b"\xff,1,,,,\r\n"
+        b"g,1,,,,"
+    )
+    entries = await read(data, TaskType.CUSTOM, format="csv")
+    assert entries == [
+        Item("a", 3, input_content='{"multi":"line"}'),
+        Invalid(5, "field 'input' is not valid JSON", "b"),
+        Item("c", 6, input_content="{}"),
+        Invalid(7, "field 'document' belongs to textract tasks; this job runs custom tasks", "d"),
+        Item("e", 8, input_content="1"),
+        Invalid(9, "needs field 'input' or 'input_content'", "f"),
+        Invalid(10, "line is not valid UTF-8 (byte 1)"),
+        Item("g", 11, input_content="1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cell", "reason"),
+    [
+        ("abc", "field 'min_confidence' must be a number from 0 to 100"),
+        ("101", "field 'min_confidence' must be a number from 0 to 100"),
+        ("nan", "field 'min_confidence' must be a number from 0 to 100"),
+    ],
+)
+async def test_csv_min_confidence(cell: str, reason: str) -> None:
+    data = f"id,image,min_confidence\na,s3://uploads/a.jpg,{cell}\nb,s3://uploads/b.jpg, 12.5 \n"
+    entries = await read(data.encode(), TaskType.REKOGNITION, format="csv")
+    assert entries[0] == Invalid(2, reason, "a")
+    assert isinstance(entries[1], Item) and entries[1].min_confidence == 12.5
+
+
+@pytest.mark.parametrize(
+    ("cell", "reason"),
+    [
+        ("FORMS||TABLES", "field 'feature_types' has an empty entry"),
+        ("FORMS|forms", "field 'feature_types' holds an unknown value"),
+        ("FORMS,FORMS", "field 'feature_types' repeats a value"),
+    ],
+)
+async def test_csv_feature_types(cell: str, reason: str) -> None:
+    data = f'id,document,feature_types\na,s3://uploads/a.png,"{cell}"\n'
+    entries = await read(data.encode(), TaskType.TEXTRACT, format="csv")
+    assert len(entries) == 1 and isinstance(entries[0], Invalid)
+    assert entries[0].line == 2 and entries[0].id == "a" and reason in entries[0].reason
+
+
+async def test_csv_records_may_span_chunks_and_batches(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(_manifest, "BATCH_LINES", 2)
+    text = "x" * 30
+    rows = ["id,input,note"]
+    for i in range(20):
+        note = "\n".join([f"line {j}" for j in range(i % 4)])
+        rows.append(f'r{i},"{{""t"": ""{text}""}}","{note}"')
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(rows) + "\n")
+    entries = await collect(str(path), TaskType.CUSTOM)
+    assert [e.id for e in entries] == [f"r{i}" for i in range(20)]
+    assert all(isinstance(e, Item) for e in entries)
+    expected, line = [], 2
+    for i in range(20):
+        expected.append(line)
+        line += max(1, i % 4)
+    assert [e.line for e in entries] == expected
+
+
+async def test_csv_an_unclosed_quote_stops_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(_manifest, "MAX_LINE_BYTES", 200)
+    data = b'id,input\na,1\nb,"{\n' + b"c,1\n" * 100
+    entries: list[Item | Invalid] = []
+    with pytest.raises(ManifestError, match="row starting on line 3 does not end"):
+        async for entry in read_manifest(
+            "-", TaskType.CUSTOM, stdin=io.BytesIO(data), format="csv"
+        ):
+            entries.append(entry)
+    assert entries == [Item("a", 2, input_content="1")]
+
+
+async def test_csv_an_unclosed_quote_at_the_end() -> None:
+    entries = await read(b'id,input\na,1\nb,"{\nc,1\n', TaskType.CUSTOM, format="csv")
+    assert entries[0] == Item("a", 2, input_content="1")
+    assert len(entries) == 2 and isinstance(entries[1], Invalid) and entries[1].line == 3
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n", b"id,input\n", b"id,input\n\n \n"])
+async def test_csv_without_rows_yields_nothing(data: bytes) -> None:
+    assert await read(data, TaskType.CUSTOM, format="csv") == []
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def mixed(task: TaskType) -> tuple[bytes, list[tuple[type, int]]]:
+    data = jsonl(good(task, "a"), b"", b"junk", good(task, "b"))
+    return data, [(Item, 1), (Invalid, 3), (Item, 4)]
+
+
+def shape(entries: list[Item | Invalid]) -> list[tuple[type, int]]:
+    return [(type(e), e.line) for e in entries]
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_local_files_plain_and_gzip(task: TaskType, tmp_path: Path) -> None:
+    data, expected = mixed(task)
+    plain = tmp_path / "m.jsonl"
+    plain.write_bytes(data)
+    packed = tmp_path / "m.jsonl.gz"
+    packed.write_bytes(gzip.compress(data))
+    unnamed = tmp_path / "packed.jsonl"  # gzip is recognised by its magic bytes too
+    unnamed.write_bytes(gzip.compress(data))
+    for path in (plain, packed, unnamed):
+        assert shape(await collect(str(path), task)) == expected
+
+
+async def test_multi_member_gzip_and_padding(tmp_path: Path) -> None:
+    task = TaskType.CUSTOM
+    path = tmp_path / "m.jsonl.gz"
+    path.write_bytes(
+        gzip.compress(jsonl(good(task, "a"))[:-3])
+        + gzip.compress(jsonl(good(task, "a"))[-3:] + jsonl(good(task, "b")))
+        + b"\x00" * 10
+    )
+    assert shape(await collect(str(path), task)) == [(Item, 1), (Item, 2)]
+
+
+async def test_gzip_is_inflated_in_bounded_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 4096)
+    line = jsonl(good(TaskType.CUSTOM, "a"))
+    data = gzip.compress(line + b"\n" * 5_000_000 + b'{"id": "b", "input": 2}')
+    seen: list[int] = []
+    real = _manifest._LineSplitter.feed
+
+    def spy(self: Any, chunk: bytes) -> list[bytes]:
+        seen.append(len(chunk))
+        return real(self, chunk)
+
+    monkeypatch.setattr(_manifest._LineSplitter, "feed", spy)
+    entries = await read(data, TaskType.CUSTOM)
+    assert shape(entries) == [(Item, 1), (Item, 5_000_002)]
+    assert max(seen) <= 4096
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "match"),
+    [
+        ("m.jsonl.gz", b'{"id": "a"}\n', r"named \.gz but not gzip"),
+        ("m.jsonl.gz", gzip.compress(b'{"id": "a"}\n' * 100)[:-12], "gzip stream is truncated"),
+        ("m.jsonl", gzip.compress(b'{"id": "a"}\n')[:10] + b"garbage!" * 4, "not a valid gzip"),
+        ("m.jsonl.gz", gzip.compress(b"{}\n") + b"trailing", "not a valid gzip"),
+    ],
+)
+async def test_broken_gzip_is_a_manifest_error(
+    tmp_path: Path, name: str, data: bytes, match: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ManifestError, match=match) as caught:
+        await collect(str(path), TaskType.CUSTOM)
+    assert str(path) in str(caught.value)
+
+
+async def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(ManifestError, match="No such file") as caught:
+        await collect(str(missing), TaskType.CUSTOM)
+    assert str(missing) in str(caught.value)
+    with pytest.raises(ManifestError, match="cannot open manifest"):
+        await collect(str(tmp_path), TaskType.CUSTOM)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads anything")
+async def test_a_file_without_read_permission(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"{}\n")
+    path.chmod(0)
+    with pytest.raises(ManifestError, match="Permission denied"):
+        await collect(str(path), TaskType.CUSTOM)
+
+
+@pytest.mark.parametrize("data", [b"", b"\n", b"  \n\n\r\n", gzip.compress(b"")])
+async def test_an_empty_manifest_yields_nothing(tmp_path: Path, data: bytes) -> None:
+    assert await read(data, TaskType.CUSTOM) == []
+    path = tmp_path / "m.jsonl.gz" if data[:2] == b"\x1f\x8b" else tmp_path / "m.jsonl"
+    path.write_bytes(data)
+    assert await collect(str(path), TaskType.CUSTOM) == []
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_stdin_plain_and_gzip(task: TaskType) -> None:
+    data, expected = mixed(task)
+    assert shape(await read(data, task)) == expected
+    assert shape(await read(gzip.compress(data), task)) == expected
+
+
+async def test_stdin_defaults_to_the_process_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    data, expected = mixed(TaskType.CUSTOM)
+
+    class FakeStdin:
+        buffer = io.BytesIO(data)
+
+    monkeypatch.setattr("sys.stdin", FakeStdin)
+    assert shape(await collect("-", TaskType.CUSTOM)) == expected
+
+
+async def test_lines_longer_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 16)
+    monkeypatch.setattr(_manifest, "MAX_LINE_BYTES", 100)
+    task = TaskType.CUSTOM
+    long = orjson.dumps({"id": "long", "input": "x" * 200})
+    data = jsonl(good(task, "a"), long, good(task, "b"), long)
+    for payload in (data, data[:-1]):  # the last line with and without its newline
+        entries = await read(payload, task)
+        assert shape(entries) == [(Item, 1), (Invalid, 2), (Item, 3), (Invalid, 4)]
+        assert entries[1].id is None and "longer than" in entries[1].reason
+    csv_data = b'id,input\na,1\nb,"' + b"x" * 300 + b'"\nc,2\n'
+    entries = await read(csv_data, task, format="csv")
+    assert shape(entries) == [(Item, 2), (Invalid, 3), (Item, 4)]
+
+
+async def test_lines_and_chunks_of_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = TaskType.TEXTRACT
+    data = jsonl(*[good(task, f"i{i}") for i in range(50)])
+    for size in (1, 2, 3, 64, 1000):
+        monkeypatch.setattr(_manifest, "CHUNK_BYTES", size)
+        monkeypatch.setattr(_manifest, "BATCH_LINES", 3)
+        for payload in (data, gzip.compress(data)):
+            entries = await read(payload, task)
+            assert [e.line for e in entries] == list(range(1, 51))
+            assert all(isinstance(e, Item) for e in entries)
+
+
+async def test_an_unknown_format_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown manifest format"):
+        await read(b"{}\n", TaskType.CUSTOM, format="xml")
+
+
+async def test_closing_early_closes_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(jsonl(*[good(TaskType.CUSTOM, f"i{i}") for i in range(10)]))
+    entries = read_manifest(str(path), TaskType.CUSTOM)
+    assert isinstance(await entries.__anext__(), Item)
+    await entries.aclose()  # type: ignore[attr-defined]
+    if os.path.isdir("/proc/self/fd"):
+        targets = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+        assert str(path.resolve()) not in targets
+
+
+# -- S3 --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def s3(moto_s3_url: str) -> AsyncIterator[Any]:
+    async with aioboto3.Session().client(
+        "s3", endpoint_url=moto_s3_url, region_name="us-east-1"
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def bucket(s3: Any) -> str:
+    name = f"manifests-{uuid.uuid4().hex[:12]}"
+    await s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.mark.parametrize("task", TASKS)
+async def test_s3_objects_plain_and_gzip(s3: Any, bucket: str, task: TaskType) -> None:
+    data, expected = mixed(task)
+    await s3.put_object(Bucket=bucket, Key="in/m.jsonl", Body=data)
+    await s3.put_object(Bucket=bucket, Key="in/m.jsonl.gz", Body=gzip.compress(data))
+    await s3.put_object(Bucket=bucket, Key="in/m.csv", Body=CSV_ROWS[task].encode())
+    await s3.put_object(
+        Bucket=bucket, Key="in/m.csv.gz", Body=gzip.compress(CSV_ROWS[task].encode())
+    )
+    for key in ("in/m.jsonl", "in/m.jsonl.gz"):
+        entries = await collect(f"s3://{bucket}/{key}", task, s3_client=s3)
+        assert shape(entries) == expected
+    for key in ("in/m.csv", "in/m.csv.gz"):
+        entries = await collect(f"s3://{bucket}/{key}", task, s3_client=s3)
+        assert entries == CSV_ITEMS[task]
+
+
+async def test_a_large_s3_object_is_streamed(
+    s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 64 * 1024)
+    task = TaskType.TEXTRACT
+    data = jsonl(*[good(task, f"item-{i:06d}") for i in range(20_000)])
+    await s3.put_object(Bucket=bucket, Key="big.jsonl.gz", Body=gzip.compress(data))
+    reads: list[int] = []
+    real = _manifest._LineSplitter.feed
+
+    def spy(self: Any, chunk: bytes) -> list[bytes]:
+        reads.append(len(chunk))
+        return real(self, chunk)
+
+    monkeypatch.setattr(_manifest._LineSplitter, "feed", spy)
+    entries = await collect(f"s3://{bucket}/big.jsonl.gz", task, s3_client=s3)
+    assert [e.line for e in entries] == list(range(1, 20_001))
+    assert len(reads) > 1 and max(reads) <= 64 * 1024
+
+
+async def test_s3_errors_are_manifest_errors(s3: Any, bucket: str) -> None:
+    with pytest.raises(ManifestError, match="NoSuchKey") as caught:
+        await collect(f"s3://{bucket}/missing.jsonl", TaskType.CUSTOM, s3_client=s3)
+    assert f"s3://{bucket}/missing.jsonl" in str(caught.value)
+    with pytest.raises(ManifestError, match="NoSuchBucket"):
+        await collect("s3://no-such-bucket-here/m.jsonl", TaskType.CUSTOM, s3_client=s3)
+    with pytest.raises(ManifestError, match="no S3 client"):
+        await collect(f"s3://{bucket}/m.jsonl", TaskType.CUSTOM)
+    with pytest.raises(ManifestError, match="not an s3://bucket/key URI"):
+        await collect(f"s3://{bucket}", TaskType.CUSTOM, s3_client=s3)
+    await s3.put_object(Bucket=bucket, Key="fake.jsonl.gz", Body=b'{"id": "a"}\n')
+    with pytest.raises(ManifestError, match=r"named \.gz but not gzip"):
+        await collect(f"s3://{bucket}/fake.jsonl.gz", TaskType.CUSTOM, s3_client=s3)
+
+
+async def test_s3_access_denied_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    class Denied:
+        async def get_object(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+
+    with pytest.raises(ManifestError, match="access denied") as caught:
+        await collect("s3://b-b-b/m.jsonl", TaskType.CUSTOM, s3_client=Denied())
+    assert "s3://b-b-b/m.jsonl" in str(caught.value)
+
+
+# -- properties ------------------------------------------------------------------------------
+
+
+def broken_line(task: TaskType) -> st.SearchStrategy[bytes]:
+    """Lines that can never be items."""
+    wrong_body = {
+        TaskType.CUSTOM: {"input_content": "not json"},
+        TaskType.TEXTRACT: {"document": "http://x/y"},
+        TaskType.REKOGNITION: {"image": "s3://UPPER/k"},
+    }[task]
+    return st.one_of(
+        st.just(b"{not json"),
+        st.just(b"[1]"),
+        st.just(b'{"id": "\xff\xfe"}'),
+        st.just(b'{"input": 1}'),
+        st.builds(lambda n: orjson.dumps({"id": f"bad-{n}", **wrong_body}), st.integers(0, 10**6)),
+        st.binary(max_size=30).filter(lambda b: b"\n" not in b and b.strip() != b""),
+    )
+
+
+Line = tuple[str, bytes]  # ("good" | "bad" | "blank", raw)
+
+
+def manifest_lines(task: TaskType) -> st.SearchStrategy[list[Line]]:
+    good_line = st.integers(0, 10**9).map(lambda n: ("good", orjson.dumps(good(task, f"g{n}"))))
+    blank = st.sampled_from([b"", b"  ", b"\t", b"\r"]).map(lambda b: ("blank", b))
+    bad = broken_line(task).map(lambda b: ("bad", b))
+    return st.lists(st.one_of(good_line, good_line, bad, blank), max_size=40)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+async def test_every_non_blank_line_yields_one_entry_in_order(
+    task: TaskType, data: st.DataObject
+) -> None:
+    lines = data.draw(manifest_lines(task))
+    chunk = data.draw(st.sampled_from([1, 5, 64, 1 << 20]))
+    batch = data.draw(st.sampled_from([1, 3, 4096]))
+    packed = data.draw(st.booleans())
+    raw = b"\n".join(line for _, line in lines)
+    old = _manifest.CHUNK_BYTES, _manifest.BATCH_LINES
+    _manifest.CHUNK_BYTES, _manifest.BATCH_LINES = chunk, batch
+    try:
+        entries = await read(gzip.compress(raw) if packed else raw, task)
+    finally:
+        _manifest.CHUNK_BYTES, _manifest.BATCH_LINES = old
+    expected = [(n, kind) for n, (kind, _) in enumerate(lines, 1) if kind != "blank"]
+    assert [e.line for e in entries] == [n for n, _ in expected]
+    seen: set[bytes] = set()
+    for entry, (n, kind) in zip(entries, expected, strict=True):
+        if kind == "bad":
+            assert isinstance(entry, Invalid)
+            continue
+        line = lines[n - 1][1]
+        if line in seen:
+            assert isinstance(entry, Invalid) and entry.reason.startswith("duplicate id")
+        else:
+            assert isinstance(entry, Item), entry
+            seen.add(line)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.text(min_size=1, max_size=8), max_size=300))
+def test_the_duplicate_table_agrees_with_a_dict(ids: list[str]) -> None:
+    table = _manifest._Ids(bits=2)  # tiny: it grows many times
+    reference: dict[str, int] = {}
+    for line, item_id in enumerate(ids, 1):
+        assert table.first(item_id, line) == reference.setdefault(item_id, line)
+
+
+def test_a_million_ids_fit_in_24_mib() -> None:
+    table = _manifest._Ids()
+    table.reserve(1_000_000)
+    size = table.slots.itemsize * len(table.slots) + table.lines.itemsize * len(table.lines)
+    assert size <= 24 * 2**20
+
+
+def test_fast_item_construction_builds_equal_frozen_items() -> None:
+    ref = _manifest._s3ref("b", "k", "v")
+    assert ref == S3Ref("b", "k", "v") and type(ref) is S3Ref
+    fast = _manifest._item("a", 3, None, ref, ("FORMS",), 2.0, "n", ())
+    slow = Item("a", 3, None, ref, ("FORMS",), 2.0, "n", ())
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.id = "b"  # type: ignore[misc]
+
+
+def test_a_changed_model_falls_back_to_the_constructor() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Other:
+        a: int
+        b: int = 0
+
+    assert _manifest._slot_builder(Other, ("a",)) is Other
+    built = _manifest._slot_builder(Other, ("a", "b"))
+    assert built is not Other and built(1, 2) == Other(1, 2)
