@@ -942,63 +942,76 @@ async def test_s3_access_denied_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
 # -- properties ------------------------------------------------------------------------------
 
 
-def broken_line(task: TaskType) -> st.SearchStrategy[bytes]:
-    """Lines that can never be items."""
-    wrong_body = {
-        TaskType.CUSTOM: {"input_content": "not json"},
-        TaskType.TEXTRACT: {"document": "http://x/y"},
-        TaskType.REKOGNITION: {"image": "s3://UPPER/k"},
-    }[task]
-    return st.one_of(
-        st.just(b"{not json"),
-        st.just(b"[1]"),
-        st.just(b'{"id": "\xff\xfe"}'),
-        st.just(b'{"input": 1}'),
-        st.builds(lambda n: orjson.dumps({"id": f"bad-{n}", **wrong_body}), st.integers(0, 10**6)),
+WRONG_BODY = {
+    TaskType.CUSTOM: {"input_content": "not json"},
+    TaskType.TEXTRACT: {"document": "http://x/y"},
+    TaskType.REKOGNITION: {"image": "s3://UPPER/k"},
+}
+BROKEN = [b"{not json", b"[1]", b'{"id": "\xff\xfe"}', b'{"input": 1}']
+
+#: abstract lines, rendered per task type in the test: (kind, number, junk bytes)
+Spec = tuple[str, int, bytes]
+SPECS = st.one_of(
+    st.tuples(st.just("good"), st.integers(0, 30), st.just(b"")),  # small range: duplicates
+    st.tuples(st.just("good"), st.integers(0, 10**9), st.just(b"")),
+    st.tuples(st.just("bad"), st.integers(0, len(BROKEN)), st.just(b"")),
+    st.tuples(st.just("blank"), st.integers(0, 3), st.just(b"")),
+    st.tuples(
+        st.just("junk"),
+        st.just(0),
         st.binary(max_size=30).filter(lambda b: b"\n" not in b and b.strip() != b""),
-    )
+    ),
+)
 
 
-Line = tuple[str, bytes]  # ("good" | "bad" | "blank", raw)
-
-
-def manifest_lines(task: TaskType) -> st.SearchStrategy[list[Line]]:
-    good_line = st.integers(0, 10**9).map(lambda n: ("good", orjson.dumps(good(task, f"g{n}"))))
-    blank = st.sampled_from([b"", b"  ", b"\t", b"\r"]).map(lambda b: ("blank", b))
-    bad = broken_line(task).map(lambda b: ("bad", b))
-    return st.lists(st.one_of(good_line, good_line, bad, blank), max_size=40)
+def render(spec: Spec, task: TaskType) -> bytes:
+    kind, n, junk = spec
+    if kind == "good":
+        return orjson.dumps(good(task, f"g{n}"))
+    if kind == "bad":
+        return BROKEN[n] if n < len(BROKEN) else orjson.dumps({"id": "bad", **WRONG_BODY[task]})
+    if kind == "blank":
+        return [b"", b"  ", b"\t", b"\r"][n]
+    return junk
 
 
 @pytest.mark.parametrize("task", TASKS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
+@given(
+    specs=st.lists(SPECS, max_size=40),
+    chunk=st.sampled_from([1, 5, 64, 1 << 20]),
+    batch=st.sampled_from([1, 3, 4096]),
+    packed=st.booleans(),
+)
 async def test_every_non_blank_line_yields_one_entry_in_order(
-    task: TaskType, data: st.DataObject
+    task: TaskType, specs: list[Spec], chunk: int, batch: int, packed: bool
 ) -> None:
-    lines = data.draw(manifest_lines(task))
-    chunk = data.draw(st.sampled_from([1, 5, 64, 1 << 20]))
-    batch = data.draw(st.sampled_from([1, 3, 4096]))
-    packed = data.draw(st.booleans())
-    raw = b"\n".join(line for _, line in lines)
+    lines = [render(spec, task) for spec in specs]
+    raw = b"\n".join(lines)
     old = _manifest.CHUNK_BYTES, _manifest.BATCH_LINES
     _manifest.CHUNK_BYTES, _manifest.BATCH_LINES = chunk, batch
     try:
         entries = await read(gzip.compress(raw) if packed else raw, task)
     finally:
         _manifest.CHUNK_BYTES, _manifest.BATCH_LINES = old
-    expected = [(n, kind) for n, (kind, _) in enumerate(lines, 1) if kind != "blank"]
-    assert [e.line for e in entries] == [n for n, _ in expected]
-    seen: set[bytes] = set()
-    for entry, (n, kind) in zip(entries, expected, strict=True):
-        if kind == "bad":
+    expected = [n for n, spec in enumerate(specs, 1) if spec[0] != "blank"]
+    assert [e.line for e in entries] == expected
+    seen: dict[bytes, int] = {}
+    for entry, n in zip(entries, expected, strict=True):
+        kind = specs[n - 1][0]
+        if kind == "good":
+            first = seen.setdefault(lines[n - 1], n)
+            if first == n:
+                assert isinstance(entry, Item) and entry.id is not None, entry
+            else:
+                assert entry == Invalid(n, f"duplicate id; first seen on line {first}", entry.id)
+        elif kind == "bad":
             assert isinstance(entry, Invalid)
-            continue
-        line = lines[n - 1][1]
-        if line in seen:
-            assert isinstance(entry, Invalid) and entry.reason.startswith("duplicate id")
+            if entry.id == "bad":  # the same id on several broken lines: duplicates
+                seen_bad = seen.setdefault(b"bad", n)
+                assert (seen_bad == n) == (not entry.reason.startswith("duplicate id"))
         else:
-            assert isinstance(entry, Item), entry
-            seen.add(line)
+            assert isinstance(entry, Invalid)
 
 
 @settings(max_examples=200, deadline=None)
