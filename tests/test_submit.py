@@ -382,3 +382,17 @@ async def test_streamed_outcomes_arrive_as_decided(emulator: Any, tmp_path: Path
             got.append(outcome)
     assert sorted(o.id for o in got) == [f"item-{i:05d}" for i in range(30)]
     assert all(o.status is Status.STARTED and o.human_loop_arn for o in got)
+
+
+async def test_stream_raises_the_jobs_own_error(emulator: Any, tmp_path: Path) -> None:
+    import aioboto3
+
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 20)
+    s = settings("custom", emulator.url, tmp_path, manifest)
+    session = aioboto3.Session(
+        aws_access_key_id="denied", aws_secret_access_key="x", region_name="us-east-1"
+    )
+    with pytest.raises(JobAborted, match="access denied"):
+        async with stream(s, session=session) as outcomes:
+            async for _ in outcomes:
+                pass

@@ -288,12 +288,16 @@ async def stream(
         async with send:
             await job.run(on_outcome=send.send)
 
-    async with anyio.create_task_group() as tg, receive:
-        tg.start_soon(produce)
-        try:
-            yield receive
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(produce)
+            try:
+                yield receive
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The caller sees the job's own error (JobAborted, LedgerError ...) or its own.
+        raise first_error(group) from None
 
 
 @dataclass
