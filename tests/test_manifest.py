@@ -556,7 +556,7 @@ async def test_csv_rows_become_items(task: TaskType, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task", TASKS)
 async def test_csv_gz_and_format_override(task: TaskType, tmp_path: Path) -> None:
-    path = tmp_path / "m.csv.gz"
+    path = tmp_path / "M.CSV.GZ"
     path.write_bytes(gzip.compress(CSV_ROWS[task].encode()))
     assert await collect(str(path), task) == CSV_ITEMS[task]
     other = tmp_path / "rows.txt"
@@ -693,6 +693,14 @@ async def test_csv_an_unclosed_quote_at_the_end() -> None:
     entries = await read(b'id,input\na,1\nb,"{\nc,1\n', TaskType.CUSTOM, format="csv")
     assert entries[0] == Item("a", 2, input_content="1")
     assert len(entries) == 2 and isinstance(entries[1], Invalid) and entries[1].line == 3
+
+
+async def test_csv_cells_may_hold_a_whole_input() -> None:
+    text = orjson.dumps({"t": "x" * (MAX_INPUT_CONTENT_CHARS - 10)}).decode()
+    cell = text.replace('"', '""')
+    data = f'id,input_content\na,"{cell}"\n'.encode()
+    entries = await read(data, TaskType.CUSTOM, format="csv")
+    assert entries == [Item("a", 2, input_content=text)]
 
 
 @pytest.mark.parametrize("data", [b"", b"\n\n", b"id,input\n", b"id,input\n\n \n"])

@@ -136,8 +136,8 @@ async def read_manifest(
     task = TaskType(task)
     if format not in ("auto", "jsonl", "csv"):
         raise ConfigError(f"unknown manifest format {format!r}; use auto, jsonl or csv")
-    name = source[:-3] if source.endswith(".gz") else source
-    is_csv = format == "csv" or (format == "auto" and name.lower().endswith(".csv"))
+    name = source.lower().removesuffix(".gz")
+    is_csv = format == "csv" or (format == "auto" and name.endswith(".csv"))
     reader = await _open(source, s3_client, stdin)
     try:
         lines = _LineSplitter()
@@ -976,6 +976,10 @@ class _CsvParser:
     """
 
     def __init__(self, task: TaskType, label: str) -> None:
+        # The csv module refuses cells over 128 KiB by default; an input may hold 3 MiB.
+        # The limit is process-wide, so it is only ever raised.
+        if csv.field_size_limit() < MAX_LINE_BYTES:
+            csv.field_size_limit(MAX_LINE_BYTES)
         self._task = task
         self._label = label
         self._check = _CHECKS[task]
