@@ -744,8 +744,6 @@ def _common(
     name = obj.get("name")
     if name is not None:
         problem = name_problem(name)
-        if problem is None and name.endswith("\n"):  # `$` in NAME_PATTERN lets one through
-            problem = "loop name may hold only a-z, 0-9 and '-'"
         if problem is not None:
             return Invalid(line, f"field 'name': {problem}", item_id)
     classifiers = obj.get("content_classifiers")

@@ -31,7 +31,7 @@ def name_problem(name: object) -> str | None:
         return "loop name is empty"
     if len(name) > MAX_NAME_LENGTH:
         return f"loop name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         return (
             "loop name may hold only a-z, 0-9 and '-', and must start and end with "
             "a letter or digit"
@@ -41,7 +41,7 @@ def name_problem(name: object) -> str | None:
 
 def check_prefix(prefix: str) -> str:
     """Return `prefix` if it can start generated names, else raise ConfigError."""
-    if not prefix or len(prefix) > MAX_PREFIX_LENGTH or not NAME_PATTERN.match(prefix):
+    if not prefix or len(prefix) > MAX_PREFIX_LENGTH or not NAME_PATTERN.fullmatch(prefix):
         raise ConfigError(
             f"name prefix must be 1-{MAX_PREFIX_LENGTH} characters of a-z, 0-9 and '-', "
             "starting and ending with a letter or digit"
