@@ -5,7 +5,8 @@ The reader streams it: bytes arrive in chunks of about 1 MiB (read in a worker t
 local files and stdin, chunk by chunk from the S3 body), are split into lines in bulk, and each
 line is parsed and checked with plain inline code.  Memory stays flat whatever the manifest's
 size: the only state that grows is the duplicate-id table, which keeps a 64-bit digest and a
-line number per id (12-24 bytes), never the id itself.
+line number per id (a 12-byte slot in a table at most 5/8 full: 24 MiB for a million ids),
+never the id itself.
 
 A line that cannot become an item is not an error but an `Invalid` with a short reason for
 the person who fixes the manifest.  Reasons may name fields and types but never quote the
