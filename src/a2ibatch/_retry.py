@@ -173,6 +173,9 @@ class RetryPolicy:
     initial_wait: float = 0.2
     max_wait: float = 20.0
     multiplier: float = 2.0
+    #: a throttled call waits less: the rate controller already slows the whole job down,
+    #: and a long wait would only leave the item straggling at the end of the run
+    throttle_max_wait: float = 2.0
     hooks: tuple[RetryHook, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -186,7 +189,8 @@ class RetryPolicy:
 
     def wait(self, attempt: int, error: CallError, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based)."""
-        ceiling = min(self.max_wait, self.initial_wait * self.multiplier ** (attempt - 1))
+        limit = self.throttle_max_wait if error.kind is ErrorKind.THROTTLED else self.max_wait
+        ceiling = min(limit, self.initial_wait * self.multiplier ** (attempt - 1))
         jittered = (rng or random).uniform(0.0, ceiling)
         if error.retry_after is not None:
             return max(jittered, error.retry_after)
