@@ -26,7 +26,6 @@ import csv
 import io
 import math
 import os
-import random
 import sys
 import time
 from collections import Counter
@@ -43,27 +42,20 @@ import anyio.to_thread
 import orjson
 import structlog
 
+from ._calls import Caller, CallFailed
 from ._clients import client_kwargs, make_session, open_client
 from ._config import AwsSettings, SubmitSettings
 from ._errors import (
-    A2IBatchError,
     ConfigError,
     JobAborted,
     LedgerError,
     LedgerWriteError,
-    first_error,
 )
 from ._ledger import JobHeader, iter_records, last_line_end, utc_timestamp
 from ._manifest import read_manifest
 from ._models import Invalid, Status
-from ._rate import DEFAULT_CEILING, ConcurrencyGovernor, RateController, RateSettings
 from ._retry import (
-    CallError,
-    ErrorKind,
-    RetryEvent,
     RetryPolicy,
-    describe_exception,
-    fatal_message,
 )
 from ._tasks import A2I_SERVICE
 
@@ -77,8 +69,6 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "FINAL_STATUSES",
     "ActionReport",
-    "CallFailed",
-    "Caller",
     "LedgerAppender",
     "LedgerLoop",
     "LedgerLoops",
@@ -101,7 +91,6 @@ __all__ = [
 FINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped", "Deleted"})
 #: the only statuses A2I lets DeleteHumanLoop act on
 DELETABLE_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
-NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ResourceNotFound"})
 DEFAULT_INTERVAL = 60.0
 #: ListHumanLoops may report a loop created a little before the ledger's clock said
 RECONCILE_SLACK = timedelta(minutes=1)
@@ -110,117 +99,6 @@ MANIFEST_CHUNK = 5000
 _FLUSH_BYTES = 1 << 20
 
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------------------
-# calls: rate control, in-flight cap and the retry policy, for any operation
-
-
-class CallFailed(Exception):
-    """A call that failed for good: not retryable, or out of attempts."""
-
-    def __init__(self, operation: str, error: CallError, attempts: int) -> None:
-        super().__init__(f"{operation} failed after {attempts} attempt(s): {error.code}")
-        self.operation = operation
-        self.error = error
-        self.attempts = attempts
-
-    @property
-    def not_found(self) -> bool:
-        return self.error.code in NOT_FOUND_CODES
-
-
-class Caller:
-    """Makes service calls under a `RateController` per operation and the `RetryPolicy`.
-
-    Throttling slows the operation's controller, and throttles, server errors and
-    connection failures are retried with the policy's backoff; other errors, and errors
-    that outlast the policy's attempts, raise `CallFailed`.  Errors that no call can
-    survive (access denied, bad credentials) raise `JobAborted` at once.  `limiter` is the
-    in-flight cap that `fan_out` holds each task under; it grows with rate x latency (as
-    submit's does) unless `concurrency` fixes it.
-    """
-
-    def __init__(
-        self,
-        policy: RetryPolicy | None = None,
-        *,
-        rate: float | None = None,
-        concurrency: int | None = None,
-    ) -> None:
-        self.policy = policy or RetryPolicy()
-        self._ceiling = rate or DEFAULT_CEILING
-        self.rates: dict[str, RateController] = {}
-        self.limiter = anyio.CapacityLimiter(1)
-        self.governor = ConcurrencyGovernor(self.limiter, fixed=concurrency)
-        self._rng = random.Random()
-        self.calls = 0
-        self.throttled = 0
-        self.retries = 0
-
-    def rate(self, operation: str) -> RateController:
-        """The controller of `operation` (one per API, as in submit)."""
-        controller = self.rates.get(operation)
-        if controller is None:
-            controller = RateController(RateSettings(ceiling=self._ceiling))
-            self.rates[operation] = controller
-        return controller
-
-    async def call(
-        self, operation: str, method: Callable[..., Awaitable[Any]], **kwargs: Any
-    ) -> Any:
-        """`await method(**kwargs)` with rate control and retries; the service's answer."""
-        rate = self.rate(operation)
-        attempts = 0
-        while True:
-            await rate.acquire()
-            attempts += 1
-            self.calls += 1
-            sent = time.monotonic()
-            try:
-                response = await method(**kwargs)
-            except Exception as exc:
-                error = describe_exception(exc)
-            else:
-                rate.on_success(time.monotonic() - sent)
-                self.governor.update(rate.rate, rate.latency)
-                return response
-            if error.kind is ErrorKind.FATAL:
-                raise JobAborted(fatal_message(error), code=error.code)
-            if error.kind is ErrorKind.THROTTLED:
-                self.throttled += 1
-                rate.on_throttle(error.retry_after)
-            if not self.policy.retryable(error) or attempts >= self.policy.max_attempts:
-                raise CallFailed(operation, error, attempts)
-            wait = self.policy.wait(attempts, error, self._rng)
-            self.policy.notify(RetryEvent(operation, attempts, error, wait))
-            self.retries += 1
-            await anyio.sleep(wait)
-
-    async def fan_out(self, entries: Iterable[T], work: Callable[[T], Awaitable[None]]) -> None:
-        """Run `work(entry)` for every entry, at most `limiter` of them at a time.
-
-        Room under the cap is taken before a task starts, so a million entries never
-        become a million waiting tasks.
-        """
-
-        async def run(entry: T, token: object) -> None:
-            try:
-                await work(entry)
-            finally:
-                self.limiter.release_on_behalf_of(token)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for entry in entries:
-                    token = object()
-                    await self.limiter.acquire_on_behalf_of(token)
-                    tg.start_soon(run, entry, token)
-        except BaseExceptionGroup as group:
-            error = first_error(group)
-            if isinstance(error, A2IBatchError):
-                raise error from None
-            raise
 
 
 # --------------------------------------------------------------------------------------
@@ -651,8 +529,8 @@ def _track_report(
         errors=dict(observer.errors),
         timed_out=timed_out,
         elapsed=time.monotonic() - began,
-        calls=caller.calls,
-        throttled=caller.throttled,
+        calls=caller.counts.calls,
+        throttled=caller.counts.throttled,
     )
 
 

@@ -23,17 +23,15 @@ from collections.abc import Callable, Collection, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from ._calls import Caller, CallFailed
 from ._clients import client_kwargs, make_session, open_client
 from ._config import SubmitSettings
 from ._errors import ConfigError, JobAborted, PreflightError
 from ._models import Item, TaskType
-
-if TYPE_CHECKING:
-    from ._lifecycle import Caller
 
 __all__ = [
     "A2I_CORS_RULE",
@@ -136,8 +134,6 @@ async def preflight(
     `s3_client` when given, else a client of `session` (``AWS_ENDPOINT_URL_S3`` wins over
     the job's endpoint URL, so S3 can live elsewhere than an emulator).
     """
-    from ._lifecycle import Caller
-
     region, name = _arn_parts(settings.flow_definition_arn)
     caller = Caller(concurrency=_BUCKET_CONCURRENCY)
     warnings: list[str] = []
@@ -172,7 +168,6 @@ async def preflight(
 async def _describe_flow(
     caller: Caller, sagemaker: Any, arn: str, name: str, region: str
 ) -> FlowDefinitionInfo:
-    from ._lifecycle import CallFailed
 
     try:
         found: Mapping[str, Any] = await caller.call(
@@ -257,7 +252,6 @@ def _cors_fix(bucket: str) -> str:
 async def _check_buckets(
     caller: Caller, s3: Any, buckets: list[str], region: str, warnings: list[str]
 ) -> None:
-    from ._lifecycle import CallFailed
 
     problems: list[str] = []
 

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import structlog
 
+from ._calls import Caller, CallFailed
 from ._errors import JobAborted
 from ._ledger import LedgerIndex, LedgerWriter
 from ._models import ErrorInfo, Invalid, Item, Outcome, Status
@@ -157,6 +158,9 @@ class Runner:
             op: RateController(RateSettings(ceiling=ceiling))
             for op in (self.adapter.operation, DESCRIBE_OPERATION)
         }
+        self._caller = Caller(
+            self.settings.policy, rate=ceiling, counts=self.counters, rates=self.rates
+        )
         self._limiter = anyio.CapacityLimiter(1)
         self.governor = ConcurrencyGovernor(self._limiter, fixed=self.settings.concurrency)
         self._pause = QuotaPause(
@@ -377,32 +381,15 @@ class Runner:
     async def _describe(self, name: str) -> dict[str, Any] | None:
         """DescribeHumanLoop with retries; None when no such loop exists."""
         client = self.clients[A2I_SERVICE]
-        rate = self.rates[DESCRIBE_OPERATION]
-        attempts = 0
-        while True:
-            await rate.acquire()
-            attempts += 1
-            self.counters.calls += 1
-            sent = time.monotonic()
-            try:
-                response: dict[str, Any] = await client.describe_human_loop(HumanLoopName=name)
-            except Exception as exc:
-                error = self.adapter.classify(exc)
-            else:
-                rate.on_success(time.monotonic() - sent)
-                return response
-            if error.code in ("ResourceNotFoundException", "ResourceNotFound"):
+        try:
+            response: dict[str, Any] = await self._caller.call(
+                DESCRIBE_OPERATION, client.describe_human_loop, HumanLoopName=name
+            )
+        except CallFailed as exc:
+            if exc.not_found:
                 return None
-            if error.kind is ErrorKind.FATAL:
-                raise JobAborted(fatal_message(error), code=error.code)
-            if error.kind is ErrorKind.THROTTLED:
-                self.counters.throttled += 1
-                rate.on_throttle(error.retry_after)
-            if not self.settings.policy.retryable(error) or (
-                attempts >= self.settings.policy.max_attempts
-            ):
-                raise _Unverified(name, error)
-            await self._backoff(DESCRIBE_OPERATION, attempts, error)
+            raise _Unverified(name, exc.error) from None
+        return response
 
     def _resize(self) -> None:
         rate = self.rates[self.adapter.operation]
