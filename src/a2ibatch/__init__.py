@@ -17,16 +17,15 @@ from ._errors import (
 from ._lifecycle import (
     ActionReport,
     ReconcileReport,
-    ResultsReport,
     TrackReport,
     delete_loops,
     reconcile,
-    results,
     stop_loops,
     track,
 )
 from ._models import Activation, ErrorInfo, Invalid, Item, Outcome, S3Ref, Status, TaskType
 from ._preflight import PreflightReport, preflight
+from ._results import ResultsReport, results
 from ._retry import RetryEvent, RetryPolicy
 
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ import anyio
 import orjson
 from rich.console import Console
 
-from .. import _lifecycle
+from .. import _lifecycle, _results
 from .._config import ENV_PREFIX, AwsSettings
 from .._errors import ConfigError, LedgerError
 from . import _logging
@@ -187,9 +187,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     aws = _start(args)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
-    report: _lifecycle.ResultsReport = _run(
+    report: _results.ResultsReport = _run(
         functools.partial(
-            _lifecycle.results,
+            _results.results,
             args.ledger,
             args.out,
             aws=aws,
