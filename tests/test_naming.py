@@ -195,7 +195,7 @@ def test_names_of_another_prefix_do_not_look_generated_by_this_one(
 ) -> None:
     name = loop_name(other, FLOW, "custom", "id", payload)
     if other != prefix:
-        # Only possible when `other` is `prefix` plus a dash and a base32 tail of the same
+        # Only possible when `other` is `prefix` plus a dash and a hex tail of the same
         # length as the digest, which short prefixes cannot be.
         assert not looks_generated(name, prefix)
 
@@ -207,7 +207,7 @@ def test_names_of_another_prefix_do_not_look_generated_by_this_one(
 )
 def test_most_explicit_names_do_not_look_generated(prefix: str, name: str) -> None:
     if looks_generated(name, prefix):
-        # the only explicit names refused: the prefix, a dash, then 26 base32 characters
+        # the only explicit names refused: the prefix, a dash, then 32 hex characters
         tail = name[len(prefix) + 1 :]
         assert name.startswith(prefix + "-") and len(tail) == DIGEST_LENGTH
         assert set(tail) <= set("abcdefghijklmnopqrstuvwxyz234567")

@@ -328,6 +328,7 @@ async def dry_run(
     namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
     index = await anyio.to_thread.run_sync(load_ledger, settings.ledger)
     report = DryRunReport(task=settings.task.value)
+    resuming = len(index) > 0
 
     def problem(entry: Invalid) -> None:
         report.invalid += 1
@@ -354,7 +355,7 @@ async def dry_run(
                 problem(Invalid(entry.line, reason, entry.id))
                 continue
             report.items += 1
-            state = index.state(entry.id)
+            state = index.state(entry.id) if resuming else None
             if state is not None and state.done:
                 report.already_done += 1
             if len(report.sample_names) < 5:

@@ -9,16 +9,16 @@ for an item.  A deliberate second review of the same items takes a new prefix.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
+from typing import Any
 
 from ._errors import ConfigError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9](-*[a-z0-9])*$")
 MAX_NAME_LENGTH = 63
-#: 128-bit digest in lowercase base32: 26 characters of a-z and 2-7
-DIGEST_LENGTH = 26
+#: 128-bit digest in lowercase hex: 32 characters of 0-9 and a-f
+DIGEST_LENGTH = 32
 MAX_PREFIX_LENGTH = MAX_NAME_LENGTH - DIGEST_LENGTH - 1
 DEFAULT_PREFIX = "a2ib"
 
@@ -49,20 +49,38 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def loop_name(prefix: str, flow_definition_arn: str, task: str, item_id: str, payload: str) -> str:
+def _part(h: Any, text: str) -> None:
+    data = text.encode("utf-8", "surrogatepass")
+    h.update(len(data).to_bytes(8, "big"))
+    h.update(data)
+
+
+def job_hasher(flow_definition_arn: str, task: str) -> Any:
+    """The digest state of a job's constant parts, copied for each item."""
+    h = hashlib.blake2b(digest_size=DIGEST_LENGTH // 2)
+    _part(h, flow_definition_arn)
+    _part(h, task)
+    return h
+
+
+def loop_name(
+    prefix: str, flow_definition_arn: str, task: str, item_id: str, payload: str
+) -> str:
     """The deterministic loop name for one item of one job.
 
     `payload` is the canonical text of what the item sends for review (see
-    `_tasks.TaskAdapter.payload_key`); the digest separates its parts with NUL, which none
-    of them can hold ambiguously because each is length-prefixed.
+    `_tasks.TaskAdapter.payload_key`).  Each part is length-prefixed, so no two different
+    tuples of parts feed the digest the same bytes.
     """
-    h = hashlib.blake2b(digest_size=16)
-    for part in (flow_definition_arn, task, item_id, payload):
-        data = part.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    digest = base64.b32encode(h.digest()).decode("ascii").rstrip("=").lower()
-    return f"{prefix}-{digest}"
+    return _item_name(prefix, job_hasher(flow_definition_arn, task), item_id, payload)
+
+
+def _item_name(prefix: str, job: Any, item_id: str, payload: str) -> str:
+    a = item_id.encode("utf-8", "surrogatepass")
+    b = payload.encode("utf-8", "surrogatepass")
+    h = job.copy()  # one update of the same bytes `_part` would feed: the same digest
+    h.update(b"".join((len(a).to_bytes(8, "big"), a, len(b).to_bytes(8, "big"), b)))
+    return f"{prefix}-{h.hexdigest()}"
 
 
 def looks_generated(name: str, prefix: str) -> bool:
@@ -74,7 +92,7 @@ def looks_generated(name: str, prefix: str) -> bool:
     return (
         len(name) == len(prefix) + 1 + DIGEST_LENGTH
         and name.startswith(prefix + "-")
-        and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in name[len(prefix) + 1 :])
+        and all(c in "0123456789abcdef" for c in name[len(prefix) + 1 :])
     )
 
 
@@ -89,14 +107,13 @@ class Namer:
 
     def __init__(self, prefix: str, flow_definition_arn: str, task: str) -> None:
         self.prefix = check_prefix(prefix)
-        self._flow = flow_definition_arn
-        self._task = task
+        self._job = job_hasher(flow_definition_arn, task)
         self._explicit: set[str] = set()
 
     def name(self, item_id: str, explicit: str | None, payload: str) -> tuple[str, str | None]:
         """(loop name, None) or (name, reason it cannot be used)."""
         if explicit is None:
-            return loop_name(self.prefix, self._flow, self._task, item_id, payload), None
+            return _item_name(self.prefix, self._job, item_id, payload), None
         problem = name_problem(explicit)
         if problem is not None:
             return explicit, problem

@@ -211,11 +211,12 @@ class Runner:
                 workers.cancel_scope.cancel()
 
     async def _feed(self, source: AsyncIterable[Item | Invalid], workers: Any) -> None:
+        resuming = len(self.index) > 0
         async for entry in source:
             if isinstance(entry, Invalid):
                 await self._record(self._invalid(entry.line, entry.id, entry.reason))
                 continue
-            state = self.index.state(entry.id)
+            state = self.index.state(entry.id) if resuming else None
             if state is not None and state.done:
                 self.counters.skipped += 1
                 continue
