@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,44 @@ async def test_demo_runs_a_small_job(tmp_path: Path) -> None:
     assert code == 0, err
     assert "inputs with more than one loop: 0" in out
     assert len(final_outcomes(tmp_path / "custom-ledger.jsonl")) == 200
+
+
+@pytest.mark.parametrize("emulator", [{"quota": 40.0, "latency_ms": 20.0}], indirect=True)
+async def test_ctrl_c_finishes_calls_in_flight_then_exits_130(
+    emulator: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 400)
+    ledger = tmp_path / "l.jsonl"
+    command = [sys.executable, "-m", "a2ibatch", *submit_args(emulator.url, manifest, ledger)]
+    async with await anyio.open_process(command, env=ENV) as process:
+        with anyio.fail_after(30):
+            while not ledger.exists() or b'"outcome"' not in ledger.read_bytes():
+                await anyio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(30):
+            code = await process.wait()
+        assert process.stdout is not None
+        chunks = [chunk async for chunk in process.stdout]
+        out = b"".join(chunks).decode()
+    assert code == 130
+    assert "stopped" in out
+    records = [orjson.loads(x) for x in ledger.read_bytes().splitlines()]
+    assert records[-1]["event"] == "summary" and records[-1]["stopped"] is True
+    done = sum(1 for r in records if r.get("event") == "outcome")
+    assert 0 < done < 400
+    # Every call that was in flight finished: no intent is left without its outcome.
+    intents = {r["id"] for r in records if r.get("event") == "intent"}
+    outcomes = {r["id"] for r in records if r.get("event") == "outcome"}
+    assert intents == outcomes
+    code, _, err = await cli(*submit_args(emulator.url, manifest, ledger))
+    assert code == 0, err
+    stats = await emulator_get(emulator.url, "/_emulator/stats")
+    assert stats["loops_created"] == 400 and stats["inputs_with_multiple_loops"] == 0
+
+
+async def test_a_ledger_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 3)
+    args = submit_args("http://127.0.0.1:9", manifest, Path("/dev/full"), "--no-preflight")
+    code, out, err = await cli(*args)
+    assert code == 2
+    assert "not a regular file" in out + err

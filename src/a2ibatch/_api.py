@@ -111,6 +111,11 @@ class Job:
     def concurrency(self) -> int:
         return self._runner.governor.limit if self._runner else 0
 
+    @property
+    def running(self) -> bool:
+        """Whether items are being sent (set-up and preflight are over)."""
+        return self._runner is not None
+
     def stop(self) -> None:
         """Stop reading items; calls in flight finish (within the grace period)."""
         self._stop_requested = True
@@ -138,7 +143,7 @@ class Job:
         """
         s = self.settings
         self.started_at = time.monotonic()
-        index = await anyio.to_thread.run_sync(load_ledger, s.ledger)
+        index = await anyio.to_thread.run_sync(load_ledger, s.ledger, abandon_on_cancel=True)
         index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
         self.index = index
         aborted: A2IBatchError | None = None
@@ -326,7 +331,9 @@ async def dry_run(
     """Read and check the whole manifest and compute every name; send and write nothing."""
     adapter = adapter_for(settings.task)
     namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
-    index = await anyio.to_thread.run_sync(load_ledger, settings.ledger)
+    index = await anyio.to_thread.run_sync(
+        load_ledger, settings.ledger, abandon_on_cancel=True
+    )
     report = DryRunReport(task=settings.task.value)
     resuming = len(index) > 0
 

@@ -472,6 +472,9 @@ def load_ledger(path: str | os.PathLike[str]) -> LedgerIndex:
         return LedgerIndex(p, None, {}, set())
     except OSError as exc:
         raise LedgerError(f"cannot read ledger {p}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LedgerError(f"ledger {p} is not a regular file")
     try:
         exclusive = _try_lock(fd)
         indexer = _Indexer(p)

@@ -251,7 +251,7 @@ def run_job(settings: Any, *, progress: bool = True, items: Any = None, session:
         nonlocal interrupted
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                if not interrupted:
+                if not interrupted and job.running:
                     interrupted = True
                     log.warning(
                         "stopping", detail="finishing calls in flight; Ctrl-C again stops at once"
