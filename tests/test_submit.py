@@ -396,3 +396,13 @@ async def test_stream_raises_the_jobs_own_error(emulator: Any, tmp_path: Path) -
         async with stream(s, session=session) as outcomes:
             async for _ in outcomes:
                 pass
+
+
+async def test_an_unreachable_endpoint_stops_the_job(tmp_path: Path) -> None:
+    from a2ibatch import RetryPolicy
+
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 50)
+    s = settings("custom", "http://127.0.0.1:9", tmp_path, manifest, concurrency=2)
+    with pytest.raises(JobAborted, match="cannot connect") as caught:
+        await submit(s, retry_policy=RetryPolicy(max_attempts=2, initial_wait=0.01))
+    assert caught.value.summary.counts["failed"] < 10  # type: ignore[attr-defined]

@@ -38,6 +38,8 @@ log = structlog.get_logger("a2ibatch")
 
 DESCRIBE_OPERATION = "DescribeHumanLoop"
 MAX_QUOTA_PAUSE = 300.0
+#: items in a row whose every attempt failed to connect: the service is out of reach
+UNREACHABLE_LIMIT = 5
 
 
 def utc_now() -> str:
@@ -172,6 +174,7 @@ class Runner:
             self.adapter.task.value,
         )
         self._rng = random.Random()
+        self._unreachable = 0  # items in a row that never reached the service
         self._stop = anyio.Event()
         self._idle = anyio.Event()
         self._feed_scope: anyio.CancelScope | None = None
@@ -280,6 +283,7 @@ class Runner:
             else:
                 rate.on_success(time.monotonic() - sent)
                 self._pause.clear()
+                self._unreachable = 0
                 self._resize()
                 answer = adapter.read_answer(response)
                 return self._outcome(
@@ -321,6 +325,14 @@ class Runner:
     async def _give_up(
         self, item: Item, name: str, attempts: int, ambiguous: bool, error: CallError
     ) -> Outcome:
+        if error.kind is ErrorKind.NOT_SENT:
+            self._unreachable += 1
+            if self._unreachable >= UNREACHABLE_LIMIT:
+                raise JobAborted(
+                    f"cannot connect to the service ({error.message}); check "
+                    "--endpoint-url, --region and the network, then rerun the same command",
+                    code="EndpointUnreachable",
+                )
         if ambiguous:
             found = await self._describe(name)
             if found is not None:
