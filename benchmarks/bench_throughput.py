@@ -161,6 +161,20 @@ class Result:
         return self.ideal / self.wall * (self.done / self.items)
 
     @property
+    def steady(self) -> float | None:
+        """Accepted calls per second over the run's middle, as a fraction of the quota.
+
+        The middle: from 2 s after the start (slow start, first connections) to the tail
+        (less than a second's worth of items left).  Whole seconds of the emulator's
+        histogram only; None for a run too short or a quota that changed.
+        """
+        if self.change_at is not None:
+            return None
+        tail = tail_start(self, self.quota)
+        rows = [a for t, a, _ in self.accepted if t >= 2.0 and t + 1.0 <= tail]
+        return sum(rows) / len(rows) / self.quota if len(rows) >= 3 else None
+
+    @property
     def throttled_share(self) -> float:
         return self.throttled / self.calls if self.calls else 0.0
 
@@ -325,6 +339,16 @@ def run_client(url: str, sc: Scenario, client: str, prefix: str, tmp: Path) -> R
     return result
 
 
+def tail_start(result: Result, quota: float) -> float:
+    """When (seconds since the client started) less than a second's worth of items was left."""
+    total = 0
+    for start, accepted, _ in result.accepted:
+        total += accepted
+        if total >= result.done - quota:
+            return start
+    return math.inf
+
+
 def recovery_time(result: Result, new_quota: float) -> float:
     """Seconds from the quota change until accepted calls are back at 90% of the new quota.
 
@@ -335,12 +359,7 @@ def recovery_time(result: Result, new_quota: float) -> float:
     """
     assert result.change_at is not None
     threshold = RECOVERY_SHARE * new_quota
-    total = 0
-    tail_from = math.inf
-    for start, accepted, _ in result.accepted:
-        total += accepted
-        if total >= result.done - new_quota and tail_from == math.inf:
-            tail_from = start
+    tail_from = tail_start(result, new_quota)
     dipped = False
     for start, accepted, _ in result.accepted:
         if start + 1.0 <= result.change_at or start >= tail_from:
@@ -390,9 +409,9 @@ def bare_aiobotocore(calls: int) -> Bare:
 
 def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> str:
     lines = [
-        "| client | scenario | items | goodput (x quota) | throttled | CPU ms/item "
-        "| CPU vs bare call | wall s | ideal s | failed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| client | scenario | items | goodput, whole run (x quota) | steady state (x quota) "
+        "| throttled | CPU ms/item | CPU vs bare call | wall s | ideal s | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         wall, ideal, items = f"{r.wall:.1f}", f"{r.ideal:.1f}", str(r.items)
@@ -404,14 +423,15 @@ def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> 
         extra = ""
         if r.recovery is not None:
             extra = f"; back at 90% in {r.recovery:.0f} s"
+        steady = "" if r.steady is None else f"{r.steady:.3f}"
         lines.append(
-            f"| {r.client} | {r.title}{extra} | {items} | {r.goodput:.3f} "
+            f"| {r.client} | {r.title}{extra} | {items} | {r.goodput:.3f} | {steady} "
             f"| {100 * r.throttled_share:.1f}% | {r.cpu_ms_per_item:.2f} "
             f"| {r.cpu_ms_per_item / bare.cpu_ms_per_call:.2f}x | {wall} | {ideal} "
             f"| {r.failed} |"
         )
     lines.append(
-        f"| bare aiobotocore call | tight loop, no quota, no latency | {bare.calls} | | | "
+        f"| bare aiobotocore call | tight loop, no quota, no latency | {bare.calls} | | | | "
         f"{bare.cpu_ms_per_call:.2f} | 1.00x | | | |"
     )
     return "\n".join(lines)
@@ -495,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r = run_client(url, sc, client, prefix, Path(tmp))
                     results.append(r)
                     extra = "" if r.recovery is None else f", back at 90% in {r.recovery:.0f} s"
+                    if r.steady is not None:
+                        extra += f", steady {r.steady:.3f}"
                     print(
                         f"{sc.key:8} {client:28} goodput {r.goodput:.3f} x quota, "
                         f"throttled {100 * r.throttled_share:4.1f}%, "

@@ -168,13 +168,19 @@ class RateController:
     def reserve(self) -> float:
         """Take the next send slot now; return how long to wait for it (seconds)."""
         now = self._clock()
-        slot = max(now, self._last_slot + 1.0 / self._rate)
+        slot = self._last_slot + 1.0 / self._rate
+        if slot < now - self._early():
+            # Idle for a while: start afresh (no burst to catch up on slots nobody used).
+            slot = now
+        # Otherwise keep to the grid even when this caller comes a little late (the timer
+        # or the event loop woke late): late wake-ups would otherwise add up to a rate
+        # several percent below the target.
         self._last_slot = slot
         self.calls += 1
         if slot > now or self._waiters:
             # Demand exceeds the pace: growing the rate would be used.
             self._last_limited = now
-        return slot - now
+        return max(0.0, slot - now)
 
     # -- answers ---------------------------------------------------------------------------
 
