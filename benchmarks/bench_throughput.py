@@ -112,8 +112,8 @@ class Scenario:
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    n, seq = (600, 60) if quick else (2000, 200)
-    slow_n, slow_seq = (100, 3) if quick else (400, 10)
+    n, seq = (300, 30) if quick else (2000, 200)
+    slow_n, slow_seq = (60, 2) if quick else (400, 10)
     return [
         Scenario("untold", "quota untold, 150/s, 40±20 ms", 150.0, n, seq),
         Scenario(
@@ -422,7 +422,7 @@ def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> 
             ideal = f"{r.ideal:.1f} ({r.ideal * scale:.1f})"
         extra = ""
         if r.recovery is not None:
-            extra = f"; back at 90% in {r.recovery:.0f} s"
+            extra = f"; {_recovery(r.recovery)}"
         steady = "" if r.steady is None else f"{r.steady:.3f}"
         lines.append(
             f"| {r.client} | {r.title}{extra} | {items} | {r.goodput:.3f} | {steady} "
@@ -435,6 +435,12 @@ def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> 
         f"{bare.cpu_ms_per_call:.2f} | 1.00x | | | |"
     )
     return "\n".join(lines)
+
+
+def _recovery(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "not back at 90% before the end"
+    return f"back at 90% in {seconds:.0f} s"
 
 
 def chart(results: Sequence[Result], paths: Sequence[Path]) -> None:
@@ -514,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     prefix = f"r{k}c{j}"
                     r = run_client(url, sc, client, prefix, Path(tmp))
                     results.append(r)
-                    extra = "" if r.recovery is None else f", back at 90% in {r.recovery:.0f} s"
+                    extra = "" if r.recovery is None else f", {_recovery(r.recovery)}"
                     if r.steady is not None:
                         extra += f", steady {r.steady:.3f}"
                     print(
