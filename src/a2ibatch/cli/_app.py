@@ -29,6 +29,7 @@ from .._errors import A2IBatchError, ConfigError
 from .._ledger import iter_records, load_ledger
 from .._models import Status
 from . import _logging
+from ._args import add_aws, add_logging
 from ._lifecycle_cmds import add_commands as add_lifecycle_commands
 from ._progress import summary_table, watch
 
@@ -38,27 +39,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _add_aws(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("AWS (default: the standard AWS chain)")
-    g.add_argument("--endpoint-url", help="service endpoint, e.g. the emulator's URL")
-    g.add_argument("--region", help="AWS region (default: AWS_REGION / profile)")
-    g.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
-    g.add_argument(
-        "--allow-insecure-endpoint",
-        action="store_true",
-        default=None,
-        help="allow a plain-http endpoint that is not a loopback address",
-    )
-
-
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--log-format",
-        choices=("json", "console"),
-        help="default: console on a terminal, else json",
-    )
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_logging(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-cost", type=float, help="refuse a job estimated above this (USD)")
     p.add_argument("--yes", action="store_true", default=None, help="accept the cost estimate")
-    _add_aws(p)
+    add_aws(p)
     _add_output(p)
     p.set_defaults(func=cmd_submit)
 

@@ -24,6 +24,7 @@ from .. import _lifecycle, _results
 from .._config import ENV_PREFIX, AwsSettings
 from .._errors import ConfigError, LedgerError
 from . import _logging
+from ._args import add_aws, add_logging
 
 
 def add_commands(sub: Any) -> None:
@@ -86,19 +87,8 @@ def _tuning(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("AWS (default: the standard AWS chain)")
-    g.add_argument("--endpoint-url", help="service endpoint, e.g. the emulator's URL")
-    g.add_argument("--region", help="AWS region (default: AWS_REGION / profile)")
-    g.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
-    g.add_argument(
-        "--allow-insecure-endpoint",
-        action="store_true",
-        help="allow a plain-http endpoint that is not a loopback address",
-    )
-    p.add_argument(
-        "--log-format", choices=("json", "console"), help="default: console on a terminal"
-    )
-    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    add_aws(p)
+    add_logging(p, level="warning")
 
 
 def _aws(args: argparse.Namespace) -> AwsSettings:
