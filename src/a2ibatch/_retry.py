@@ -175,7 +175,7 @@ class RetryPolicy:
     multiplier: float = 2.0
     #: a throttled call waits less: the rate controller already slows the whole job down,
     #: and a long wait would only leave the item straggling at the end of the run
-    throttle_max_wait: float = 2.0
+    throttle_max_wait: float = 0.5
     hooks: tuple[RetryHook, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
