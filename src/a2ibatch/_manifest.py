@@ -762,6 +762,25 @@ def _too_big(chars: int) -> str:
     return f"input content is {chars} characters long; the limit is {MAX_INPUT_CONTENT_CHARS}"
 
 
+def _finish(
+    obj: dict[str, Any],
+    line: int,
+    item_id: str,
+    content: str | None,
+    ref: S3Ref | None,
+    features: tuple[str, ...] | None,
+    confidence: float | None,
+) -> Item | Invalid:
+    """The item, once the fields every task type shares (name, classifiers) are checked."""
+    if "name" in obj or "content_classifiers" in obj:
+        common = _common(obj, line, item_id)
+        if type(common) is Invalid:
+            return common
+        name, classifiers = common  # type: ignore[misc]
+        return _item(item_id, line, content, ref, features, confidence, name, classifiers)
+    return _item(item_id, line, content, ref, features, confidence, None, None)
+
+
 def _check_custom(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
     if not _FOREIGN_CUSTOM.isdisjoint(obj):
         wrong = _foreign(obj, TaskType.CUSTOM, line, item_id)
@@ -789,13 +808,7 @@ def _check_custom(obj: dict[str, Any], line: int, item_id: str) -> Item | Invali
         content = text
     else:
         return Invalid(line, "needs field 'input' or 'input_content'", item_id)
-    if "name" in obj or "content_classifiers" in obj:
-        common = _common(obj, line, item_id)
-        if type(common) is Invalid:
-            return common
-        name, classifiers = common  # type: ignore[misc]
-        return _item(item_id, line, content, None, None, None, name, classifiers)
-    return _item(item_id, line, content, None, None, None, None, None)
+    return _finish(obj, line, item_id, content, None, None, None)
 
 
 def _check_textract(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
@@ -816,13 +829,7 @@ def _check_textract(obj: dict[str, Any], line: int, item_id: str) -> Item | Inva
         )
         if isinstance(features, str):
             return Invalid(line, features, item_id)
-    if "name" in obj or "content_classifiers" in obj:
-        common = _common(obj, line, item_id)
-        if type(common) is Invalid:
-            return common
-        name, classifiers = common  # type: ignore[misc]
-        return _item(item_id, line, None, ref, features, None, name, classifiers)
-    return _item(item_id, line, None, ref, features, None, None, None)
+    return _finish(obj, line, item_id, None, ref, features, None)
 
 
 def _check_rekognition(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
@@ -841,13 +848,7 @@ def _check_rekognition(obj: dict[str, Any], line: int, item_id: str) -> Item | I
         if type(confidence) not in (int, float) or not 0 <= confidence <= 100:
             return Invalid(line, "field 'min_confidence' must be a number from 0 to 100", item_id)
         confidence = float(confidence)
-    if "name" in obj or "content_classifiers" in obj:
-        common = _common(obj, line, item_id)
-        if type(common) is Invalid:
-            return common
-        name, classifiers = common  # type: ignore[misc]
-        return _item(item_id, line, None, ref, None, confidence, name, classifiers)
-    return _item(item_id, line, None, ref, None, confidence, None, None)
+    return _finish(obj, line, item_id, None, ref, None, confidence)
 
 
 _FOREIGN_CUSTOM = _FOREIGN[TaskType.CUSTOM]
