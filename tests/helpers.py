@@ -73,3 +73,14 @@ def final_outcomes(path: Path) -> dict[str | None, dict[str, Any]]:
         if record.get("event") == "outcome":
             last[record.get("id")] = record
     return last
+
+
+def submit_args(
+    url: str, manifest: Path, ledger: Path, *extra: str, task: str = "custom"
+) -> list[str]:
+    """`a2ibatch submit` arguments for a job against the emulator at `url`."""
+    return [
+        "submit", str(manifest), "--task", task, "--flow-definition-arn", FLOW,
+        "--ledger", str(ledger), "--endpoint-url", url, "--region", "us-east-1",
+        "--log-format", "json", *extra,
+    ]  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from helpers import FLOW, emulator_get, final_outcomes, write_manifest
+from helpers import emulator_get, final_outcomes, submit_args, write_manifest
 
 pytestmark = pytest.mark.anyio
 
@@ -39,28 +39,10 @@ async def chaos_run(url: str, tmp_path: Path, task: str, items: int, seed: int) 
     manifest = write_manifest(tmp_path / "m.jsonl", task, items)
     ledger = tmp_path / "ledger.jsonl"
     command = [
-        sys.executable,
-        "-m",
-        "a2ibatch",
-        "submit",
-        str(manifest),
-        "--task",
-        task,
-        "--flow-definition-arn",
-        FLOW,
-        "--ledger",
-        str(ledger),
-        "--endpoint-url",
-        url,
-        "--region",
-        "us-east-1",
-        "--max-attempts",
-        "12",
-        "--no-progress",
-        "--log-format",
-        "json",
-        "--no-preflight",
-    ]
+        sys.executable, "-m", "a2ibatch",
+        *submit_args(url, manifest, ledger, "--max-attempts", "12", "--no-progress",
+                     "--no-preflight", task=task),
+    ]  # fmt: skip
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "chaos", "AWS_SECRET_ACCESS_KEY": "chaos"}
     kills = 0
     for _ in range(40):

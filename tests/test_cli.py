@@ -12,7 +12,7 @@ import anyio
 import orjson
 import pytest
 
-from helpers import FLOW, emulator_get, final_outcomes, write_manifest
+from helpers import FLOW, emulator_get, final_outcomes, submit_args, write_manifest
 
 pytestmark = pytest.mark.anyio
 
@@ -30,26 +30,6 @@ async def cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
         [sys.executable, "-m", "a2ibatch", *args], env=ENV, check=False, input=stdin
     )
     return result.returncode, result.stdout.decode(), result.stderr.decode()
-
-
-def submit_args(url: str, manifest: Path, ledger: Path, *extra: str) -> list[str]:
-    return [
-        "submit",
-        str(manifest),
-        "--task",
-        "custom",
-        "--flow-definition-arn",
-        FLOW,
-        "--ledger",
-        str(ledger),
-        "--endpoint-url",
-        url,
-        "--region",
-        "us-east-1",
-        "--log-format",
-        "json",
-        *extra,
-    ]
 
 
 async def test_submit_then_status_then_rerun(emulator: Any, tmp_path: Path) -> None:
