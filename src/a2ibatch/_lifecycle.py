@@ -325,7 +325,7 @@ def _action_record(loop: LoopState, action: str, result: str) -> dict[str, Any]:
 # shared plumbing
 
 
-def _job_settings(loops: LedgerLoops, aws: AwsSettings) -> SubmitSettings:
+def job_settings(loops: LedgerLoops, aws: AwsSettings) -> SubmitSettings:
     header = loops.header
     return SubmitSettings(
         task=header.task,
@@ -336,7 +336,7 @@ def _job_settings(loops: LedgerLoops, aws: AwsSettings) -> SubmitSettings:
     )
 
 
-async def _client(
+async def job_client(
     stack: AsyncExitStack,
     settings: SubmitSettings,
     session: Any | None,
@@ -347,7 +347,7 @@ async def _client(
     return await open_client(stack, make_session(settings, session), service, kwargs)
 
 
-async def _load(path: str | os.PathLike[str], *, intents: bool = False) -> LedgerLoops:
+async def load_loops_async(path: str | os.PathLike[str], *, intents: bool = False) -> LedgerLoops:
     return await anyio.to_thread.run_sync(lambda: load_loops(path, intents=intents))
 
 
@@ -466,13 +466,13 @@ async def track(
         raise ConfigError("--interval and --timeout must not be negative")
     began = time.monotonic()
     deadline = math.inf if timeout is None else began + timeout
-    table = await _load(ledger)
-    settings = _job_settings(table, aws or AwsSettings())
+    table = await load_loops_async(ledger)
+    settings = job_settings(table, aws or AwsSettings())
     caller = Caller(retry_policy, rate=rate, concurrency=concurrency)
     appender = LedgerAppender.open(ledger)
     try:
         async with AsyncExitStack() as stack:
-            a2i = await _client(stack, settings, session, A2I_SERVICE)
+            a2i = await job_client(stack, settings, session, A2I_SERVICE)
             observer = _Observer(caller, a2i, appender)
             rounds = 0
             timed_out = False
@@ -480,7 +480,7 @@ async def track(
                 if rounds:
                     # Loops a submit still running has started since, and records of
                     # other trackers, are in the ledger now: read it again.
-                    table = await _load(ledger)
+                    table = await load_loops_async(ledger)
                 pending = [loop for loop in table.loops.values() if not loop.final]
                 observer.errors.clear()
                 if pending:
@@ -595,8 +595,8 @@ async def _act(
     concurrency: int | None,
     retry_policy: RetryPolicy | None,
 ) -> ActionReport:
-    table = await _load(ledger)
-    settings = _job_settings(table, aws or AwsSettings())
+    table = await load_loops_async(ledger)
+    settings = job_settings(table, aws or AwsSettings())
     caller = Caller(retry_policy, rate=rate, concurrency=concurrency)
     candidates = table.candidates(action)
     acted = 0
@@ -605,7 +605,7 @@ async def _act(
     appender = LedgerAppender.open(ledger)
     try:
         async with AsyncExitStack() as stack:
-            a2i = await _client(stack, settings, session, A2I_SERVICE)
+            a2i = await job_client(stack, settings, session, A2I_SERVICE)
             observer = _Observer(caller, a2i, appender)
 
             async def one(loop: LoopState) -> None:
@@ -722,8 +722,8 @@ async def reconcile(
     a2ibatch, or aged out: A2I removes finished loops after 30 days).  Loops deleted with
     `delete_loops` are expected to be gone and are not reported.
     """
-    table = await _load(ledger, intents=True)
-    settings = _job_settings(table, aws or AwsSettings())
+    table = await load_loops_async(ledger, intents=True)
+    settings = job_settings(table, aws or AwsSettings())
     since = _parse_time(table.started_at) - RECONCILE_SLACK
     caller = Caller(retry_policy)
     prefix = table.header.name_prefix + "-"
@@ -731,7 +731,7 @@ async def reconcile(
     missing: list[ServiceLoop] = []
     listed = 0
     async with AsyncExitStack() as stack:
-        a2i = await _client(stack, settings, session, A2I_SERVICE, pool=4)
+        a2i = await job_client(stack, settings, session, A2I_SERVICE, pool=4)
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {

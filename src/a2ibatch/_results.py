@@ -28,7 +28,12 @@ from ._calls import Caller, CallFailed
 from ._config import AwsSettings, SubmitSettings
 from ._errors import ConfigError, LedgerError, LedgerWriteError
 from ._ledger import JobHeader, iter_records, last_line_end
-from ._lifecycle import LedgerLoops, LoopState, _client, _job_settings
+from ._lifecycle import (
+    LedgerLoops,
+    LoopState,
+    job_client,
+    job_settings,
+)
 from ._manifest import read_manifest
 from ._models import Invalid
 from ._retry import RetryPolicy
@@ -249,7 +254,7 @@ async def results(
     if manifest is not None and format == "csv":
         raise ConfigError("--manifest joins manifest columns into JSONL rows; use --format jsonl")
     table_header = await anyio.to_thread.run_sync(_header_only, ledger)
-    settings = _job_settings(table_header, aws or AwsSettings())
+    settings = job_settings(table_header, aws or AwsSettings())
     caller = Caller(retry_policy, concurrency=concurrency)
     target = _ResultsFile(Path(out), format)
     await anyio.to_thread.run_sync(target.open)
@@ -257,7 +262,7 @@ async def results(
     errors: Counter[str] = Counter()
     try:
         async with AsyncExitStack() as stack:
-            s3 = await _client(stack, settings, session, "s3", pool=max(concurrency, 10))
+            s3 = await job_client(stack, settings, session, "s3", pool=max(concurrency, 10))
 
             async def fetch(job: tuple[LoopState, Mapping[str, Any] | None]) -> None:
                 nonlocal written, missing

@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -27,7 +26,7 @@ import structlog
 
 from ._calls import Caller, CallFailed
 from ._errors import JobAborted
-from ._ledger import LedgerIndex, LedgerWriter
+from ._ledger import LedgerIndex, LedgerWriter, utc_timestamp
 from ._models import ErrorInfo, Invalid, Item, Outcome, Status
 from ._naming import Namer
 from ._rate import DEFAULT_CEILING, ConcurrencyGovernor, RateController, RateSettings
@@ -40,11 +39,6 @@ DESCRIBE_OPERATION = "DescribeHumanLoop"
 MAX_QUOTA_PAUSE = 300.0
 #: items in a row whose every attempt failed to connect: the service is out of reach
 UNREACHABLE_LIMIT = 5
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC with milliseconds, the time format of every record."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -433,7 +427,7 @@ class Runner:
             attempts=attempts,
             error=error,
             recovered=recovered,
-            at=utc_now(),
+            at=utc_timestamp(),
             response=response,
         )
 
@@ -443,7 +437,7 @@ class Runner:
             line=line,
             status=Status.INVALID,
             error=ErrorInfo("InvalidInput", reason),
-            at=utc_now(),
+            at=utc_timestamp(),
         )
 
     async def _record(self, outcome: Outcome) -> None:

@@ -153,14 +153,9 @@ class CustomTask(TaskAdapter):
         return item.input_content or ""
 
     def request(self, item: Item, loop_name: str, options: RequestOptions) -> dict[str, Any]:
-        options = _classifiers(item, options)
-        request: dict[str, Any] = {
-            "HumanLoopName": loop_name,
-            "FlowDefinitionArn": options.flow_definition_arn,
-            "HumanLoopInput": {"InputContent": item.input_content},
-        }
-        if options.content_classifiers:
-            request["DataAttributes"] = {"ContentClassifiers": list(options.content_classifiers)}
+        # StartHumanLoop takes HumanLoopConfig's fields at the top level, plus the input.
+        request = self.human_loop_config(loop_name, _classifiers(item, options))
+        request["HumanLoopInput"] = {"InputContent": item.input_content}
         return request
 
     async def send(self, client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
