@@ -75,6 +75,9 @@ async def test_every_item_gets_one_outcome_matching_the_service(
     assert stat.S_IMODE(os.stat(s.ledger).st_mode) == 0o600
     events = [r["event"] for r in ledger_records(s.ledger)]
     assert events[0] == "job" and events[-1] == "summary"
+    # Every call names a2ibatch in its User-Agent (what CloudTrail's userAgent shows).
+    stats = await emulator_get(emulator.url, "/_emulator/stats")
+    assert stats["user_agents"] == {"a2ibatch": sum(stats["calls"].values())}
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import hashlib
 import math
 import os
@@ -99,7 +100,13 @@ def utc_timestamp(when: float | None = None) -> str:
     """
     millis = int((time.time() if when is None else when) * 1000)
     seconds, millis = divmod(millis, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """The whole-second part of a timestamp: formatted once per second, not per record."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> str:
@@ -666,9 +673,13 @@ def _fsync_directory(path: str) -> None:
 class LedgerWriter:
     """The one writer of a ledger file during a run.
 
-    Producers hand records over through a bounded in-memory stream; a single writer task
-    appends them in batches (one ``os.write`` per batch), wakes the producers that wait for
-    their record, and fsyncs periodically.  Use `LedgerWriter.open`.
+    A record is appended at once by the task that hands it over when nothing is queued
+    ahead of it (the common case: a record costs one ``os.write`` and no task switch), and
+    queued otherwise, behind the records before it, on a bounded in-memory stream.  A single
+    writer task drains that queue in batches (one ``os.write`` per batch), wakes the
+    producers that wait for their record, and fsyncs periodically.  Either way every write
+    happens on the event loop's thread in the order the records were handed over.  Use
+    `LedgerWriter.open`.
     """
 
     def __init__(
@@ -686,6 +697,8 @@ class LedgerWriter:
         self._interval = checkpoint_interval
         self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
         self._written = 0
+        self._queued = 0  # messages handed to the writer task and not yet written
+        self._closed = False
         self._dirty = False
         self._last_sync = time.monotonic()
         self._failed: LedgerWriteError | None = None
@@ -757,6 +770,7 @@ class LedgerWriter:
                         body_error = exc
                         raise
                     finally:
+                        writer._closed = True
                         send.close()
                         writer._ticker.cancel()
                         await writer._drain(drain_timeout)
@@ -810,10 +824,13 @@ class LedgerWriter:
             "loop_name": loop_name,
             "at": utc_timestamp(),
         }
-        await self._wait(_Waiter(_dumps(record), False))
+        data = _dumps(record)
+        if not self._write_now(data, None):
+            await self._wait(_Waiter(data, False))
 
     async def outcome(self, outcome: Outcome) -> None:
-        """Queue `outcome`'s record (and its response, for the sidecar); waits only for room.
+        """Write `outcome`'s record (and its response, for the sidecar) or queue it; waits
+        only for room in the queue.
 
         An outcome in the ledger implies its response line is in the sidecar: the sidecar
         line is written first.
@@ -825,8 +842,10 @@ class LedgerWriter:
                 "loop_name": outcome.loop_name,
                 "response": outcome.response,
             }
-            await self._put((_dumps(response), line))
-        else:
+            pair = (_dumps(response), line)
+            if not self._write_now(line, pair[0]):
+                await self._put(pair)
+        elif not self._write_now(line, None):
             await self._put(line)
 
     async def record(self, record: Mapping[str, Any]) -> None:
@@ -843,12 +862,38 @@ class LedgerWriter:
         """Write everything queued so far and fsync it; return once it is on disk."""
         await self._wait(_Waiter(None, True))
 
+    def _write_now(self, line: bytes, response: bytes | None) -> bool:
+        """Append a record from the calling task if nothing is queued ahead of it.
+
+        False: records are queued (or the writer is closed); hand this one over as well.
+        """
+        if self._failed is not None:
+            raise self._error()
+        if self._queued or self._closed:
+            return False
+        target = self.path
+        try:
+            if response is not None:
+                assert self._sidecar_fd is not None
+                target = sidecar_path(self.path)
+                self._write(self._sidecar_fd, response)
+                target = self.path
+            self._write(self._fd, line)
+        except OSError as exc:
+            self._fail(exc, target)
+            raise self._error() from None
+        self._written += 1
+        self._dirty = True
+        return True
+
     async def _put(self, message: _Message) -> None:
         if self._failed is not None:
             raise self._error()
+        self._queued += 1  # exact again after the writer's next batch, whatever happens here
         try:
             await self._send.send(message)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._queued -= 1
             if self._failed is not None:
                 raise self._error() from None
             raise LedgerError(f"the writer of ledger {self.path} is closed") from None
@@ -960,6 +1005,10 @@ class LedgerWriter:
                     self._dirty = True
             except OSError as exc:
                 self._fail(exc, target)
+        # Written (or failed).  While this task runs, no message can sit between the stream
+        # and it, so what is queued now is exactly what the stream holds.
+        stream = self._send.statistics()
+        self._queued = stream.current_buffer_used + stream.tasks_waiting_send
         # Intents are durable against a crash of this process now: wake them before fsync.
         for waiter in waiters:
             if not waiter.sync:
@@ -994,3 +1043,4 @@ class LedgerWriter:
                         pass  # the writer is busy; it checks the time after each batch
                     except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                         return
+                    self._queued += 1

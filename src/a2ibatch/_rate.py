@@ -317,24 +317,26 @@ class ConcurrencyGovernor:
 
     def __init__(
         self,
-        limiter: anyio.CapacityLimiter,
+        limiter: anyio.CapacityLimiter | None,
         *,
         fixed: int | None,
         minimum: int = 16,
         maximum: int = 1024,
     ) -> None:
-        self._limiter = limiter
+        self._limiter = limiter  # kept at the limit, for callers that gate on one
         self._fixed = fixed
         self.minimum = minimum
         self.maximum = maximum
-        limiter.total_tokens = fixed if fixed is not None else minimum
-
-    @property
-    def limit(self) -> int:
-        return int(self._limiter.total_tokens)
+        self.limit = fixed if fixed is not None else minimum
+        if limiter is not None:
+            limiter.total_tokens = self.limit
 
     def update(self, rate: float, latency: float) -> None:
         if self._fixed is not None:
             return
         wanted = math.ceil(rate * latency * 2.0) + self.minimum
-        self._limiter.total_tokens = max(self.minimum, min(self.maximum, wanted))
+        limit = max(self.minimum, min(self.maximum, wanted))
+        if limit != self.limit:
+            self.limit = limit
+            if self._limiter is not None:
+                self._limiter.total_tokens = limit

@@ -1,9 +1,10 @@
 """The job loop: read, name, gate on the in-flight cap and the rate, call, retry, record.
 
 One item travels one way: manifest entry -> loop name -> request -> rate gate -> call (the
-retry policy decides every retry) -> outcome -> the one ledger writer.  The reader waits for
-room under the in-flight cap *before* it starts an item's task (backpressure, as in
-aiometer), so memory holds at most `concurrency` items whatever the manifest's size.
+retry policy decides every retry) -> outcome -> the one ledger writer.  A pool of workers,
+as many as the in-flight cap, read the manifest one entry at a time when they are free
+(backpressure, as in aiometer), so memory holds at most `concurrency` items whatever the
+manifest's size.
 
 Exactly once: an item's loop name is fixed before its first call and an `intent` record
 reaches the ledger before the call is sent.  Whenever a call may have taken effect without
@@ -17,12 +18,13 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
 from ._calls import Caller, CallFailed
 from ._errors import JobAborted
@@ -157,8 +159,7 @@ class Runner:
         self._caller = Caller(
             self.settings.policy, rate=ceiling, counts=self.counters, rates=self.rates
         )
-        self._limiter = anyio.CapacityLimiter(1)
-        self.governor = ConcurrencyGovernor(self._limiter, fixed=self.settings.concurrency)
+        self.governor = ConcurrencyGovernor(None, fixed=self.settings.concurrency)
         self._pause = QuotaPause(
             self.settings.quota_pause, self.settings.quota_wait_limit, self.counters
         )
@@ -169,9 +170,15 @@ class Runner:
         )
         self._rng = random.Random()
         self._unreachable = 0  # items in a row that never reached the service
+        self._entries: AsyncIterator[Item | Invalid] | None = None
+        self._reading = anyio.Lock(fast_acquire=True)  # one reader of the source at a time
+        self._exhausted = False
+        self._resuming = len(self.index) > 0
+        self._workers = 0
+        self._tasks: TaskGroup | None = None
         self._stop = anyio.Event()
+        self._over = anyio.Event()  # stopped, or every worker has finished
         self._idle = anyio.Event()
-        self._feed_scope: anyio.CancelScope | None = None
 
     # -- control -------------------------------------------------------------------------
 
@@ -183,8 +190,7 @@ class Runner:
     def stop(self) -> None:
         """Stop reading new items; calls in flight finish within the grace period."""
         self._stop.set()
-        if self._feed_scope is not None:
-            self._feed_scope.cancel()
+        self._over.set()
 
     @property
     def stopping(self) -> bool:
@@ -193,59 +199,98 @@ class Runner:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self, source: AsyncIterable[Item | Invalid]) -> None:
-        """Process every entry of `source`, or until stopped or aborted."""
-        async with anyio.create_task_group() as workers:
-            with anyio.CancelScope() as feed_scope:
-                self._feed_scope = feed_scope
-                if self._stop.is_set():
-                    feed_scope.cancel()
-                await self._feed(source, workers)
+        """Process every entry of `source`, or until stopped or aborted.
+
+        A pool of worker tasks, as many as the concurrency governor allows, each take the
+        next entry from `source` when they are free: an entry is read only when a worker
+        can start it (backpressure), and no task is created per item.
+        """
+        self._entries = aiter(source)
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            self._grow()
+            await self._over.wait()
             if self._stop.is_set():
                 with anyio.move_on_after(self.settings.grace_period):
                     while self.counters.in_flight:
                         self._idle = anyio.Event()
                         await self._idle.wait()
-                workers.cancel_scope.cancel()
+                tasks.cancel_scope.cancel()
 
-    async def _feed(self, source: AsyncIterable[Item | Invalid], workers: Any) -> None:
-        resuming = len(self.index) > 0
-        async for entry in source:
-            if isinstance(entry, Invalid):
-                await self._record(self._invalid(entry.line, entry.id, entry.reason))
-                continue
-            state = self.index.state(entry.id) if resuming else None
-            if state is not None and state.done:
-                self.counters.skipped += 1
-                continue
-            if (
-                state is Status.FAILED
-                and not self.settings.retry_failed
-                and not self.index.has_pending_intent(entry.id)  # a retry may have gone through
-            ):
-                self.counters.skipped_failed += 1
-                continue
-            payload = self.adapter.payload_key(entry)
-            name, problem = self._namer.name(entry.id, entry.name, payload)
-            if problem is not None:
-                await self._record(self._invalid(entry.line, entry.id, problem))
-                continue
-            await self._limiter.acquire_on_behalf_of(entry)
-            self.counters.in_flight += 1
-            workers.start_soon(self._process, entry, name)
+    def _grow(self) -> None:
+        """Start workers up to the governor's limit, while there may be entries left."""
+        tasks = self._tasks
+        assert tasks is not None
+        while (
+            self._workers < self.governor.limit and not self._exhausted and not self._stop.is_set()
+        ):
+            self._workers += 1
+            tasks.start_soon(self._work)
+
+    async def _work(self) -> None:
+        counters = self.counters
+        try:
+            # A worker above the limit (the governor lowered it) leaves after its item.
+            while self._workers <= self.governor.limit:
+                taken = await self._next()
+                if taken is None:
+                    return
+                counters.in_flight += 1
+                try:
+                    await self._process(*taken)
+                finally:
+                    counters.in_flight -= 1
+                    if not counters.in_flight:
+                        self._idle.set()
+        finally:
+            self._workers -= 1
+            if not self._workers:
+                self._over.set()
+
+    async def _next(self) -> tuple[Item, str] | None:
+        """The next item to send and its loop name; None once the source is drained or the
+        job stops.  Entries that need no call (invalid, done, failed before) are settled
+        here, by whichever worker reads them."""
+        entries = self._entries
+        assert entries is not None
+        async with self._reading:
+            while not self._exhausted and not self._stop.is_set():
+                try:
+                    entry = await anext(entries)
+                except StopAsyncIteration:
+                    self._exhausted = True
+                    break
+                if isinstance(entry, Invalid):
+                    await self._record(self._invalid(entry.line, entry.id, entry.reason))
+                    continue
+                state = self.index.state(entry.id) if self._resuming else None
+                if state is not None and state.done:
+                    self.counters.skipped += 1
+                    continue
+                if (
+                    state is Status.FAILED
+                    and not self.settings.retry_failed
+                    and not self.index.has_pending_intent(entry.id)  # a retry may have gone
+                ):
+                    self.counters.skipped_failed += 1
+                    continue
+                payload = self.adapter.payload_key(entry)
+                name, problem = self._namer.name(entry.id, entry.name, payload)
+                if problem is not None:
+                    await self._record(self._invalid(entry.line, entry.id, problem))
+                    continue
+                if self._stop.is_set():
+                    break  # read while stopping: left for the next run, like any unread entry
+                return entry, name
+        return None
 
     async def _process(self, item: Item, name: str) -> None:
         try:
-            try:
-                outcome = await self._submit(item, name)
-            except _Unverified as exc:
-                info = ErrorInfo("Unverified", f"{exc}; a rerun checks again")
-                outcome = self._outcome(item, Status.FAILED, name, 0, error=info)
-            await self._record(outcome)
-        finally:
-            self._limiter.release_on_behalf_of(item)
-            self.counters.in_flight -= 1
-            if not self.counters.in_flight:
-                self._idle.set()
+            outcome = await self._submit(item, name)
+        except _Unverified as exc:
+            info = ErrorInfo("Unverified", f"{exc}; a rerun checks again")
+            outcome = self._outcome(item, Status.FAILED, name, 0, error=info)
+        await self._record(outcome)
 
     # -- one item ------------------------------------------------------------------------
 
@@ -400,7 +445,10 @@ class Runner:
 
     def _resize(self) -> None:
         rate = self.rates[self.adapter.operation]
+        limit = self.governor.limit
         self.governor.update(rate.rate, rate.latency)
+        if self.governor.limit > limit:
+            self._grow()
 
     # -- outcomes ------------------------------------------------------------------------
 

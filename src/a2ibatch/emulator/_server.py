@@ -89,6 +89,7 @@ def make_handler(state: State) -> Callable[[web.BaseRequest], Awaitable[web.Stre
         if request.path.startswith(_introspection.PREFIX):
             return await _introspection.handle(state, request)
         protocol, operation = _wire.identify(request)
+        state.stats.count_agent(request.headers.get("User-Agent", ""))
         try:
             if operation is None:
                 raise _wire.unknown_operation(protocol)

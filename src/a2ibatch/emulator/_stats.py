@@ -26,12 +26,19 @@ class Stats:
     name_conflicts: int = 0
     quota_refusals: int = 0
     not_activated: int = 0
+    #: product of each AWS call's User-Agent (its first token, before the "/") -> calls
+    user_agents: dict[str, int] = field(default_factory=dict)
     #: second since `started` -> [accepted, throttled] calls of the starting operations
     per_second: dict[int, list[int]] = field(default_factory=dict)
 
     def count_call(self, operation: str) -> None:
         calls = self.calls
         calls[operation] = calls.get(operation, 0) + 1
+
+    def count_agent(self, user_agent: str) -> None:
+        product = user_agent.split("/", 1)[0].split(" ", 1)[0] or "-"
+        agents = self.user_agents
+        agents[product] = agents.get(product, 0) + 1
 
     def count_start(self, now: float, accepted: bool) -> None:
         """One call of a loop-starting operation, accepted or throttled, for the histogram."""
@@ -58,6 +65,7 @@ class Stats:
             "inputs": loops.inputs,
             "inputs_with_multiple_loops": loops.inputs_with_multiple_loops,
             "max_loops_per_input": loops.max_loops_per_input,
+            "user_agents": dict(self.user_agents),
         }
 
     def histogram(self) -> dict[str, Any]:
