@@ -546,6 +546,63 @@ async def test_periodic_fsync_when_idle(tmp_path: Path, monkeypatch: pytest.Monk
                 await anyio.sleep(0.01)
 
 
+@pytest.mark.parametrize("seed", range(3))
+async def test_records_land_in_the_order_handed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Records go straight to the file when nothing is queued and behind the queue
+    otherwise; either way the file keeps the order in which they were handed over, even
+    while a slow fsync holds the writer task and producers pile up behind a small queue."""
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.002)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    rng = random.Random(seed)
+    handed: list[str] = []
+    path = tmp_path / "ledger.jsonl"
+
+    async def producer(writer: LedgerWriter, p: int) -> None:
+        for k in range(40):
+            key = f"{p}-{k}"
+            choice = rng.random()
+            handed.append(key)  # in the same step as the call: the order of handing over
+            if choice < 0.4:
+                await writer.intent(key, k, f"a2ib-{key}")
+            elif choice < 0.8:
+                await writer.outcome(outcome(key, Status.STARTED, k + 1))
+            elif choice < 0.9:
+                await writer.record({"event": "note", "id": key})
+            else:
+                handed.pop()
+                await writer.checkpoint()
+            if rng.random() < 0.5:
+                await anyio.sleep(0)
+
+    direct = 0
+    real_write_now = LedgerWriter._write_now
+
+    def counting(self: LedgerWriter, line: bytes, response: bytes | None) -> bool:
+        nonlocal direct
+        wrote = real_write_now(self, line, response)
+        direct += wrote
+        return wrote
+
+    monkeypatch.setattr(LedgerWriter, "_write_now", counting)
+    async with (
+        LedgerWriter.open(path, header(), checkpoint_interval=0.0, buffer=4) as writer,
+        anyio.create_task_group() as tg,
+    ):
+        for p in range(8):
+            tg.start_soon(producer, writer, p)
+    assert 0 < direct < len(handed)  # both ways were taken
+    records = lines_of(path)
+    assert records[0]["event"] == "job"
+    assert [r["id"] for r in records[1:]] == handed
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 async def test_disk_full_at_open() -> None:
     with pytest.raises(LedgerWriteError, match="No space left on device") as info:

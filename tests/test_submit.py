@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from a2ibatch import (
     Item,
+    Job,
     JobAborted,
     LedgerError,
     Status,
@@ -218,6 +219,30 @@ async def test_builtin_tasks_describe_before_resending(
         )
         == 60 + stats["throttled"] + stats["faults"]
     )
+
+
+@pytest.mark.parametrize("emulator", [{"latency_ms": 20.0}], indirect=True)
+async def test_items_are_read_only_as_workers_free_up(emulator: Any, tmp_path: Path) -> None:
+    """Backpressure: with `concurrency` workers, an entry is read only when a worker is
+    free, so at most `concurrency` items are ever read and not yet decided."""
+    read = decided = 0
+    ahead: list[int] = []
+
+    def items() -> Any:
+        nonlocal read
+        for i in range(150):
+            ahead.append(read - decided)  # items in flight when the next one is read
+            read += 1
+            yield Item(id=f"i{i}", line=i + 1, input_content=f'{{"n": {i}}}')
+
+    async def count(outcome: Any) -> None:
+        nonlocal decided
+        decided += 1
+
+    s = settings("custom", emulator.url, tmp_path, tmp_path / "unused.jsonl", concurrency=4)
+    summary = await Job(s, items=items()).run(on_outcome=count)
+    assert summary.counts["started"] == decided == 150
+    assert 1 <= max(ahead) <= 3  # the reading worker is one of the 4
 
 
 async def test_explicit_names_and_library_items(emulator: Any, tmp_path: Path) -> None:

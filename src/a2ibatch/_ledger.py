@@ -38,7 +38,7 @@ import stat
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,7 +48,6 @@ import anyio
 import anyio.to_thread
 import orjson
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import LedgerError, LedgerWriteError
 from ._models import Outcome, Status, TaskType
@@ -599,8 +598,8 @@ class _Waiter:
         self.error: LedgerWriteError | None = None
 
 
-#: a ledger line; (sidecar line, ledger line); a waiter; or None, the checkpoint timer's tick
-_Message: TypeAlias = bytes | tuple[bytes, bytes] | _Waiter | None
+#: a ledger line; (sidecar line, ledger line); or a waiter
+_Message: TypeAlias = bytes | tuple[bytes, bytes] | _Waiter
 
 
 def _open_append(path: str) -> tuple[int, bool]:
@@ -675,11 +674,12 @@ class LedgerWriter:
 
     A record is appended at once by the task that hands it over when nothing is queued
     ahead of it (the common case: a record costs one ``os.write`` and no task switch), and
-    queued otherwise, behind the records before it, on a bounded in-memory stream.  A single
-    writer task drains that queue in batches (one ``os.write`` per batch), wakes the
-    producers that wait for their record, and fsyncs periodically.  Either way every write
-    happens on the event loop's thread in the order the records were handed over.  Use
-    `LedgerWriter.open`.
+    queued otherwise, behind the records before it.  A single writer task drains the queue
+    in batches (one ``os.write`` per batch), wakes the producers that wait for their record,
+    and fsyncs periodically.  The writer writes what it takes from the queue before it next
+    yields, so "nothing queued" means "everything handed over is written": records reach
+    the file in the order they were handed over.  Producers wait, in order, while `buffer`
+    records are queued.  Use `LedgerWriter.open`.
     """
 
     def __init__(
@@ -687,17 +687,20 @@ class LedgerWriter:
         path: str,
         fd: int,
         sidecar_fd: int | None,
-        send: MemoryObjectSendStream[_Message],
+        buffer: int,
         checkpoint_interval: float,
     ) -> None:
         self.path = path
         self._fd = fd
         self._sidecar_fd = sidecar_fd
-        self._send = send
+        self._queue: deque[_Message] = deque()
+        self._waiting: deque[tuple[_Message, anyio.Event]] = deque()  # for room, in order
+        self._buffer = max(1, buffer)
+        self._wake = anyio.Event()  # set when the writer has something to do
+        self._sync_due = False
         self._interval = checkpoint_interval
         self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
         self._written = 0
-        self._queued = 0  # messages handed to the writer task and not yet written
         self._closed = False
         self._dirty = False
         self._last_sync = time.monotonic()
@@ -746,8 +749,7 @@ class LedgerWriter:
                 sidecar_fd, side_new = _open_append(side)
                 if not side_new:
                     _cut_incomplete_tail(side)
-            send, receive = anyio.create_memory_object_stream[_Message](buffer)
-            writer = cls(p, fd, sidecar_fd, send, checkpoint_interval)
+            writer = cls(p, fd, sidecar_fd, buffer, checkpoint_interval)
             if header is not None:
                 try:
                     writer._write(fd, _dumps(header.to_record()))
@@ -762,8 +764,8 @@ class LedgerWriter:
             body_error: BaseException | None = None
             try:
                 async with anyio.create_task_group() as tg:
-                    await tg.start(writer._run, receive)
-                    tg.start_soon(writer._tick, send)
+                    await tg.start(writer._run)
+                    tg.start_soon(writer._tick)
                     try:
                         yield writer
                     except BaseException as exc:
@@ -771,7 +773,7 @@ class LedgerWriter:
                         raise
                     finally:
                         writer._closed = True
-                        send.close()
+                        writer._wake.set()
                         writer._ticker.cancel()
                         await writer._drain(drain_timeout)
             except BaseExceptionGroup as group:
@@ -869,7 +871,7 @@ class LedgerWriter:
         """
         if self._failed is not None:
             raise self._error()
-        if self._queued or self._closed:
+        if self._queue or self._waiting or self._closed:
             return False
         target = self.path
         try:
@@ -889,14 +891,21 @@ class LedgerWriter:
     async def _put(self, message: _Message) -> None:
         if self._failed is not None:
             raise self._error()
-        self._queued += 1  # exact again after the writer's next batch, whatever happens here
+        if self._closed:
+            raise LedgerError(f"the writer of ledger {self.path} is closed")
+        self._wake.set()
+        if not self._waiting and len(self._queue) < self._buffer:
+            self._queue.append(message)
+            return
+        # The queue is full: wait, in order, until the writer takes this record.
+        entry = (message, anyio.Event())
+        self._waiting.append(entry)
         try:
-            await self._send.send(message)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._queued -= 1
-            if self._failed is not None:
-                raise self._error() from None
-            raise LedgerError(f"the writer of ledger {self.path} is closed") from None
+            await entry[1].wait()
+        except BaseException:
+            if entry in self._waiting:  # not taken: withdrawn, never written
+                self._waiting.remove(entry)
+            raise
 
     async def _wait(self, waiter: _Waiter) -> None:
         await self._put(waiter)
@@ -947,33 +956,38 @@ class LedgerWriter:
         self._dirty = False
         self._last_sync = time.monotonic()
 
-    async def _run(
-        self,
-        receive: MemoryObjectReceiveStream[_Message],
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # Shielded: records already handed over are written even when the job is cancelled.
-        # The stream ends when `open` closes its sending side; `open` cancels this scope
-        # only if draining takes longer than its timeout.
-        with self._scope, receive:
+        # The loop ends once `open` closes the writer and the queue is empty; `open` cancels
+        # this scope only if draining takes longer than its timeout.
+        with self._scope:
             task_status.started()
             try:
                 while True:
-                    try:
-                        batch = [await receive.receive()]
-                    except anyio.EndOfStream:
+                    if self._queue or self._waiting:
+                        await self._handle(self._take())
+                    elif self._sync_due:
+                        self._sync_due = False
+                        await self._handle([])
+                    elif self._closed:
                         break
-                    while True:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._handle(batch)
+                    else:
+                        self._wake = anyio.Event()
+                        await self._wake.wait()
                 if self._dirty:
                     await self._sync()  # after a failure too: what was written is worth keeping
             finally:
                 self._done.set()
+
+    def _take(self) -> list[_Message]:
+        """Everything queued, then the records of producers waiting for room (in order)."""
+        batch = list(self._queue)
+        self._queue.clear()
+        while self._waiting:
+            message, taken = self._waiting.popleft()
+            batch.append(message)
+            taken.set()
+        return batch
 
     async def _handle(self, batch: list[_Message]) -> None:
         lines: list[bytes] = []
@@ -1005,10 +1019,6 @@ class LedgerWriter:
                     self._dirty = True
             except OSError as exc:
                 self._fail(exc, target)
-        # Written (or failed).  While this task runs, no message can sit between the stream
-        # and it, so what is queued now is exactly what the stream holds.
-        stream = self._send.statistics()
-        self._queued = stream.current_buffer_used + stream.tasks_waiting_send
         # Intents are durable against a crash of this process now: wake them before fsync.
         for waiter in waiters:
             if not waiter.sync:
@@ -1025,7 +1035,7 @@ class LedgerWriter:
                 waiter.error = self._failed
                 waiter.event.set()
 
-    async def _tick(self, send: MemoryObjectSendStream[_Message]) -> None:
+    async def _tick(self) -> None:
         """Wake the writer to fsync when records have waited about one interval."""
         interval = self._interval
         if interval <= 0 or math.isinf(interval):
@@ -1037,10 +1047,5 @@ class LedgerWriter:
                     delay = max(0.001, self._last_sync + interval - time.monotonic())
                 await anyio.sleep(delay)
                 if self._dirty and self._failed is None:
-                    try:
-                        send.send_nowait(None)
-                    except anyio.WouldBlock:
-                        pass  # the writer is busy; it checks the time after each batch
-                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                        return
-                    self._queued += 1
+                    self._sync_due = True
+                    self._wake.set()
