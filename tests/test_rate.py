@@ -123,6 +123,46 @@ def test_finds_an_untold_quota(quota: float, latency: float, jitter: float, shar
     assert sim.ctl.throttles == len(sim.throttled)
 
 
+def test_slow_start_stops_at_the_second_throttle() -> None:
+    # Doubling every round trip, slow start overshoots the quota until it hears back; the
+    # share-of-calls noise rule would let it run on (a high rate makes "2% of the calls" many
+    # throttles), so in slow start a second throttle ends it.  Averaged over seeds: the
+    # overshoot of one run depends on where the doubling lands.
+    first = []
+    for seed in range(5):
+        sim = Sim(quota=150.0)
+        sim.rng.seed(seed)
+        sim.run(10.0)
+        first.append(sum(1 for t in sim.throttled if t < 1.5))
+    assert sum(first) / len(first) <= 12  # about 20 when slow start waited for 2%
+
+
+def test_noise_at_the_quota_does_not_restart_slow_start() -> None:
+    # Throttles too few to cut for still say "this is about the quota": a growth curve that
+    # ran a whole cycle without a cut must not take that for a quota that grew, or the slow
+    # start it restarts overshoots again.
+    now = [0.0]
+    ctl = RateController(RateSettings(ceiling=1000.0, initial=150.0), clock=lambda: now[0])
+    ctl.on_throttle()
+    ctl.on_throttle()  # two throttles end slow start
+    assert not ctl._slow_start
+    next_noise = 2.0
+    while now[0] < 30.0:
+        now[0] += 0.5 / ctl.rate  # callers always waiting on the pace
+        ctl.reserve()
+        ctl.on_success(0.04)
+        if now[0] >= next_noise:  # one isolated throttle every two seconds
+            ctl.on_throttle()
+            next_noise += 2.0
+        assert not ctl._slow_start, f"slow start again at {now[0]:.1f} s"
+    # Without any throttle a whole cycle long, it does look for a larger quota.
+    while now[0] < 45.0 and not ctl._slow_start:
+        now[0] += 0.5 / ctl.rate
+        ctl.reserve()
+        ctl.on_success(0.04)
+    assert ctl._slow_start
+
+
 def test_a_long_round_trip_does_not_hammer() -> None:
     # Textract-like: seconds per call, a small quota.  Feedback on every probe comes a
     # long round trip later, and the arrivals' spread throttles some calls at any rate.

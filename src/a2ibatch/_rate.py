@@ -15,7 +15,8 @@ start, unlike a token bucket that starts full) and, unless told the quota, finds
 Only throttling slows the controller; server errors and timeouts do not (they say nothing
 about the quota).  Throttles are a noisy signal: calls bunched by the network can empty a
 service's small burst bucket below the quota, so isolated throttles (a share of recent
-calls below `NOISE_SHARE`) are retried without a cut.  A `ceiling` (the user's `--rate`) is
+calls below `NOISE_SHARE`) are retried without a cut; in slow start, whose rate doubles
+every round trip, a second throttle is enough.  A `ceiling` (the user's `--rate`) is
 never exceeded: told the quota, the controller climbs to it within a few round trips.
 """
 
@@ -104,6 +105,7 @@ class RateController:
         self._latency = 0.05  # smoothed round trip, seconds
         self._last_grow = self._started
         self._last_limited = -math.inf  # last time a caller had to wait on the pace
+        self._last_throttle = -math.inf
         self._accepted: deque[float] = deque()  # times of recent accepted calls
         self.throttles = 0
         self.calls = 0
@@ -222,6 +224,7 @@ class RateController:
         """Record a throttled call: cut the rate when throttling is more than noise."""
         self.throttles += 1
         now = self._clock()
+        self._last_throttle = now
         if retry_after:
             self._last_slot = max(self._last_slot, now + retry_after - 1.0 / self._rate)
         # Isolated throttles are noise: calls bunched by the network or a busy event loop
@@ -236,7 +239,9 @@ class RateController:
         throttled.append(now)
         while throttled[0] < now - window:
             throttled.popleft()
-        if len(throttled) < max(2.0, NOISE_SHARE * self._rate * window):
+        # In slow start the rate doubles every round trip: a second throttle is the signal.
+        noise = 2.0 if self._slow_start else max(2.0, NOISE_SHARE * self._rate * window)
+        if len(throttled) < noise:
             return
         # Calls sent before the last cut answer for up to a round trip after it: ignore those.
         if now - self._cut_at < max(2 * self._latency, 0.05):
@@ -298,9 +303,10 @@ class RateController:
         k = max(self.settings.cubic_seconds, PROBE_CALLS / self._w_max, K_ROUND_TRIPS * interval)
         c = self._w_max * (1 - self.settings.beta) / k**3
         t = now - self._epoch
-        if t > 2 * k:
-            # A whole cycle above the old ceiling without a throttle: the quota grew (another
-            # job on the account finished).  Find it again quickly.
+        if t > 2 * k and now - self._last_throttle > k:
+            # A whole cycle above the old ceiling and no throttle for a while, not even one
+            # too few to cut for: the quota grew (another job on the account finished).
+            # Find it again quickly.
             self._slow_start = True
             return
         target = c * (t - k) ** 3 + self._w_max
