@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from _common import (
@@ -377,31 +378,71 @@ def recovery_time(result: Result, new_quota: float) -> float:
 @dataclass(frozen=True)
 class Bare:
     calls: int
-    cpu_ms_per_call: float
+    cpu_ms_per_call: float  # the floor: default client config, tight loop
     client_setup_cpu_ms: float
+    fixed_agent_cpu_ms_per_call: float  # a2ibatch's client config (a fixed User-Agent)
+    paced_cpu_ms_per_call: float  # default config, paced at 150/s over 40±20 ms
+
+
+PACED_RATE = 150.0
 
 
 def bare_aiobotocore(calls: int) -> Bare:
-    """CPU per StartHumanLoop of one aiobotocore client in a tight loop (no quota, no wait)."""
+    """CPU per StartHumanLoop of plain aiobotocore, no retries, no ledger, no quota.
+
+    Three figures: the floor the issue names (one client, a tight loop, no latency); the
+    same with a2ibatch's client configuration (its fixed User-Agent), to show what of
+    a2ibatch's figure is a cheaper call and what is overhead; and calls started at an even
+    150/s against a 40±20 ms latency, each as its own task, which is what any client that
+    paces its calls pays for event-loop wake-ups and calls in flight.
+    """
     import aioboto3
     from aiobotocore.config import AioConfig
 
-    async def main(url: str) -> Bare:
+    from a2ibatch._clients import user_agent
+
+    retries = {"total_max_attempts": 1, "mode": "standard"}
+
+    async def tight(url: str, tag: str, **config: Any) -> tuple[float, float]:
         session = aioboto3.Session(**CREDENTIALS)
-        config = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
         setup0 = time.process_time()
-        async with session.client("sagemaker-a2i-runtime", endpoint_url=url, config=config) as a2i:
+        aio_config = AioConfig(retries=retries, **config)
+        async with session.client(
+            "sagemaker-a2i-runtime", endpoint_url=url, config=aio_config
+        ) as a2i:
             setup = time.process_time() - setup0
             for i in range(50):
-                await a2i.start_human_loop(**start_kwargs("bare-warm", i))
+                await a2i.start_human_loop(**start_kwargs(f"{tag}-warm", i))
             cpu0 = time.process_time()
             for i in range(calls):
-                await a2i.start_human_loop(**start_kwargs("bare", i))
+                await a2i.start_human_loop(**start_kwargs(tag, i))
             cpu = time.process_time() - cpu0
-        return Bare(calls, 1000.0 * cpu / calls, 1000.0 * setup)
+        return 1000.0 * cpu / calls, 1000.0 * setup
+
+    async def paced(url: str) -> float:
+        session = aioboto3.Session(**CREDENTIALS)
+        config = AioConfig(retries=retries, max_pool_connections=WORKERS)
+        async with session.client("sagemaker-a2i-runtime", endpoint_url=url, config=config) as a2i:
+            for i in range(50):
+                await a2i.start_human_loop(**start_kwargs("paced-warm", i))
+            cpu0 = time.process_time()
+            began = time.monotonic()
+            tasks = []
+            for i in range(calls):
+                delay = began + i / PACED_RATE - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                call = a2i.start_human_loop(**start_kwargs("paced", i))
+                tasks.append(asyncio.ensure_future(call))
+            await asyncio.gather(*tasks)
+            return 1000.0 * (time.process_time() - cpu0) / calls
 
     with run_subprocess(EmulatorConfig(seed=1)) as url:
-        return asyncio.run(main(url))
+        floor, setup = asyncio.run(tight(url, "bare"))
+        fixed, _ = asyncio.run(tight(url, "agent", user_agent=user_agent()))
+    with run_subprocess(EmulatorConfig(seed=1, latency_ms=40.0, jitter_ms=20.0)) as url:
+        spread = asyncio.run(paced(url))
+    return Bare(calls, floor, setup, fixed, spread)
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -430,10 +471,23 @@ def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> 
             f"| {r.cpu_ms_per_item / bare.cpu_ms_per_call:.2f}x | {wall} | {ideal} "
             f"| {r.failed} |"
         )
-    lines.append(
-        f"| bare aiobotocore call | tight loop, no quota, no latency | {bare.calls} | | | | "
-        f"{bare.cpu_ms_per_call:.2f} | 1.00x | | | |"
-    )
+    floor = bare.cpu_ms_per_call
+    for client, how, cpu in (
+        ("bare aiobotocore call", "tight loop, no quota, no latency", floor),
+        (
+            "bare aiobotocore call, a2ibatch's client config",
+            "tight loop, fixed User-Agent",
+            bare.fixed_agent_cpu_ms_per_call,
+        ),
+        (
+            "bare aiobotocore calls, paced",
+            f"{PACED_RATE:.0f}/s, 40±20 ms, no quota, a task per call",
+            bare.paced_cpu_ms_per_call,
+        ),
+    ):
+        lines.append(
+            f"| {client} | {how} | {bare.calls} | | | | {cpu:.2f} | {cpu / floor:.2f}x | | | |"
+        )
     return "\n".join(lines)
 
 
@@ -506,7 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bare = bare_aiobotocore(500 if args.quick else 2000)
     print(
         f"bare aiobotocore call: {bare.cpu_ms_per_call:.3f} CPU ms "
-        f"(client set-up {bare.client_setup_cpu_ms:.0f} ms)",
+        f"(client set-up {bare.client_setup_cpu_ms:.0f} ms); with a2ibatch's client config "
+        f"{bare.fixed_agent_cpu_ms_per_call:.3f}; paced at {PACED_RATE:.0f}/s over 40±20 ms "
+        f"{bare.paced_cpu_ms_per_call:.3f}",
         flush=True,
     )
     results: list[Result] = []
