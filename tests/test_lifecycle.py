@@ -456,6 +456,37 @@ async def test_results_join_the_manifest(
         assert row["manifest_input"] == {"x": n}
 
 
+@pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
+async def test_results_join_a_csv_manifest(
+    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
+) -> None:
+    # The same join from a CSV manifest (cells quoted as a spreadsheet writes them), with a
+    # column of the owner's own that is carried but ignored.
+    manifest = tmp_path / "manifest.csv"
+    rows = ["id,input_content,owner_note\n"]
+    rows += [f'c{i},"{{""x"": {i}}}",note {i}\n' for i in range(3)]
+    manifest.write_text("".join(rows))
+    s = SubmitSettings(
+        task=TaskType.CUSTOM,
+        flow_definition_arn=FLOW,
+        ledger=tmp_path / "ledger.jsonl",
+        manifest=str(manifest),
+        name_prefix=f"t{uuid.uuid4().hex[:8]}",
+        aws=aws(emulator.url),
+        preflight=False,
+    )
+    assert (await submit(s)).counts["started"] == 3
+    await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
+    await reviewers(s.ledger)
+    out = tmp_path / "answers.jsonl"
+    report = await results(s.ledger, out, aws=aws(moto_s3_url), manifest=s.manifest)
+    assert report.written == 3
+    for row in map(orjson.loads, out.read_bytes().splitlines()):
+        n = int(row["id"][1:])
+        assert row["manifest_line"] == n + 2  # the header is line 1
+        assert row["manifest_input"] == {"x": n}
+
+
 async def test_lifecycle_records_keep_the_ledger_resumable(emulator: Any, tmp_path: Path) -> None:
     s = await submitted(emulator.url, tmp_path, 4)
     await track(s.ledger, aws=aws(emulator.url))
