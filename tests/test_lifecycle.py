@@ -37,11 +37,21 @@ def aws(url: str) -> AwsSettings:
     return AwsSettings(endpoint_url=url, region="us-east-1")
 
 
-async def submitted(url: str, tmp_path: Path, n: int = 8) -> SubmitSettings:
-    """A real custom job of `n` items (ids a0..), under a name prefix of its own."""
-    manifest = tmp_path / "manifest.jsonl"
-    lines = (orjson.dumps({"id": f"a{i}", "input": {"x": i}}) + b"\n" for i in range(n))
-    manifest.write_bytes(b"".join(lines))
+async def submitted(url: str, tmp_path: Path, n: int = 8, *, csv: bool = False) -> SubmitSettings:
+    """A real custom job of `n` items (ids a0..), under a name prefix of its own.
+
+    With `csv`, the manifest is CSV as a spreadsheet writes it (quoted cells, a header on
+    line 1) with a column of the owner's own, which a2ibatch ignores.
+    """
+    if csv:
+        manifest = tmp_path / "manifest.csv"
+        rows = ["id,input_content,owner_note\n"]
+        rows += [f'a{i},"{{""x"": {i}}}",note {i}\n' for i in range(n)]
+        manifest.write_text("".join(rows))
+    else:
+        manifest = tmp_path / "manifest.jsonl"
+        lines = (orjson.dumps({"id": f"a{i}", "input": {"x": i}}) + b"\n" for i in range(n))
+        manifest.write_bytes(b"".join(lines))
     s = SubmitSettings(
         task=TaskType.CUSTOM,
         flow_definition_arn=FLOW,
@@ -441,49 +451,20 @@ async def test_results_resume_after_missing_outputs_and_a_torn_row(
 
 
 @pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
+@pytest.mark.parametrize("csv", [False, True], ids=["jsonl", "csv"])
 async def test_results_join_the_manifest(
-    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
+    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers, csv: bool
 ) -> None:
-    s = await submitted(emulator.url, tmp_path, 3)
+    s = await submitted(emulator.url, tmp_path, 3, csv=csv)
     await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
     await reviewers(s.ledger)
     out = tmp_path / "answers.jsonl"
     report = await results(s.ledger, out, aws=aws(moto_s3_url), manifest=s.manifest)
     assert report.written == 3
+    first_line = 2 if csv else 1  # a CSV header is line 1
     for row in map(orjson.loads, out.read_bytes().splitlines()):
         n = int(row["id"][1:])
-        assert row["manifest_line"] == n + 1
-        assert row["manifest_input"] == {"x": n}
-
-
-@pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
-async def test_results_join_a_csv_manifest(
-    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
-) -> None:
-    # The same join from a CSV manifest (cells quoted as a spreadsheet writes them), with a
-    # column of the owner's own that is carried but ignored.
-    manifest = tmp_path / "manifest.csv"
-    rows = ["id,input_content,owner_note\n"]
-    rows += [f'c{i},"{{""x"": {i}}}",note {i}\n' for i in range(3)]
-    manifest.write_text("".join(rows))
-    s = SubmitSettings(
-        task=TaskType.CUSTOM,
-        flow_definition_arn=FLOW,
-        ledger=tmp_path / "ledger.jsonl",
-        manifest=str(manifest),
-        name_prefix=f"t{uuid.uuid4().hex[:8]}",
-        aws=aws(emulator.url),
-        preflight=False,
-    )
-    assert (await submit(s)).counts["started"] == 3
-    await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
-    await reviewers(s.ledger)
-    out = tmp_path / "answers.jsonl"
-    report = await results(s.ledger, out, aws=aws(moto_s3_url), manifest=s.manifest)
-    assert report.written == 3
-    for row in map(orjson.loads, out.read_bytes().splitlines()):
-        n = int(row["id"][1:])
-        assert row["manifest_line"] == n + 2  # the header is line 1
+        assert row["manifest_line"] == n + first_line
         assert row["manifest_input"] == {"x": n}
 
 
