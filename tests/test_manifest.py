@@ -1066,3 +1066,146 @@ def test_a_changed_model_falls_back_to_the_constructor() -> None:
     assert _manifest._slot_builder(Other, ("a",)) is Other
     built = _manifest._slot_builder(Other, ("a", "b"))
     assert built is not Other and built(1, 2) == Other(1, 2)
+
+
+def test_a_class_the_twin_cannot_become_gets_the_setter_builder() -> None:
+    class Base:
+        __slots__ = ("hidden",)
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Child(Base):
+        a: int
+
+    # the twin lacks the base's slot: the interpreter refuses the class change
+    assert _manifest._twin_builder(Child, ("a",)) is None
+    built = _manifest._slot_builder(Child, ("a",))
+    assert built is not Child and built(1) == Child(1) and type(built(1)) is Child
+    setter = _manifest._setter_builder(S3Ref, ("bucket", "key", "version"))
+    assert setter("b", "k", None) == S3Ref("b", "k")
+
+
+def test_the_item_builders_use_the_twin_on_this_interpreter() -> None:
+    # (if this fails, items are still right, only slower to build)
+    for cls, names in ((Item, _ITEM_FIELDS), (S3Ref, ("bucket", "key", "version"))):
+        assert _manifest._twin_builder(cls, names) is not None
+
+
+def test_a_model_with_post_init_falls_back_to_the_constructor() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("negative")
+
+    assert _manifest._slot_builder(Checked, ("a",)) is Checked
+
+
+_ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(Item))
+
+
+# -- the textract fast path ------------------------------------------------------------------
+
+ABSENT = object()
+GOOD_BUCKETS = st.sampled_from(["scans", "my.bucket-1", "b" * 63, "abc", "0-9.a"])
+BAD_BUCKETS = st.sampled_from(
+    ["ab", "b" * 64, "", "Scans", "a_b", "-ab", "ab.", "my..b", "192.168.1.1", "xn--ab"]
+)
+KEYS = st.one_of(
+    st.text(min_size=1, max_size=6),
+    st.sampled_from(["", "a/b//c", "k" * 256, "k" * 257, "é" * 256, "é" * 257, "😀" * 257]),
+    st.sampled_from(["k" * 1024, "k" * 1025, "é" * 512, "é" * 513, "\ud800" * 342]),
+)
+OTHER_DOCUMENTS = st.one_of(
+    st.builds(
+        lambda bucket, key: f"s3://{bucket}/{key}",
+        st.one_of(BAD_BUCKETS, st.text(alphabet="abz09.-_/A", max_size=8)),
+        KEYS,
+    ),
+    st.builds(lambda bucket: f"s3://{bucket}", GOOD_BUCKETS),
+    st.text(alphabet="s3:/abk", max_size=12),
+    st.sampled_from(["https://scans/a", "S3://scans/a", "s3:/scans/a", "s3:///a", " s3://scans/a"]),
+    st.sampled_from([None, ABSENT, 3, ["s3://scans/a"]]),
+)
+#: other fields, valid or not: the fields a check reads, and one it ignores
+FIELDS = st.dictionaries(
+    st.sampled_from(
+        [
+            "version",
+            "feature_types",
+            "name",
+            "content_classifiers",
+            "input",
+            "input_content",
+            "image",
+            "min_confidence",
+            "note",
+        ]
+    ),
+    st.one_of(
+        st.none(),
+        st.sampled_from(
+            ["v1", "", 3, ["FORMS"], [], ["x"], "n-1", "Bad Name", ["FreeOfAdultContent"], 50]
+        ),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@st.composite
+def textract_lines(draw: st.DrawFn) -> dict[str, Any]:
+    """Lines for the textract checker, valid or not.
+
+    Half of them name an object in a valid bucket, and half of them have no other field, so
+    that the fast path's own case (both) comes up often.
+    """
+    document: object
+    if draw(st.booleans()):
+        document = f"s3://{draw(GOOD_BUCKETS)}/{draw(KEYS)}"
+    else:
+        document = draw(OTHER_DOCUMENTS)
+    obj: dict[str, Any] = {"id": "a"} if draw(st.booleans()) else {"id": "a", **draw(FIELDS)}
+    if document is not ABSENT:
+        obj["document"] = document
+    return obj
+
+
+def fast_path_only(obj: dict[str, Any]) -> Item | Invalid | None:
+    """What `_check_textract` answers without its slow path (None where it would fall back)."""
+    slow = _manifest._check_textract_slow
+    _manifest._check_textract_slow = lambda *args: None  # type: ignore[assignment]
+    try:
+        return _manifest._check_textract(obj, 5, "a")
+    finally:
+        _manifest._check_textract_slow = slow
+
+
+@settings(max_examples=1000, deadline=None)
+@given(obj=textract_lines(), warm=st.booleans())
+def test_the_textract_fast_path_agrees_with_the_slow_path(obj: dict[str, Any], warm: bool) -> None:
+    if warm:
+        _manifest._check_textract_slow(obj, 5, "a")  # the bucket's verdict is cached
+    else:
+        _manifest._BUCKETS.clear()
+    fast = fast_path_only(obj)
+    slow = _manifest._check_textract_slow(obj, 5, "a")
+    # the fast path accepts only what the slow path accepts, and builds the same item ...
+    assert fast is None or (isinstance(slow, Item) and fast == slow)
+    # ... and the checker as a whole answers as the slow path does, reasons included
+    assert _manifest._check_textract(obj, 5, "a") == slow
+    # ... and it does accept a line of only an id and a short key in a known bucket
+    if warm and isinstance(slow, Item) and len(obj) == 2:
+        assert slow.s3 is not None
+        assert (fast == slow) == (len(slow.s3.key) <= 256)
+
+
+def test_a_plain_textract_line_takes_the_fast_path() -> None:
+    obj = {"id": "a", "document": "s3://scans/forms/a.png"}
+    item = Item("a", 5, s3=S3Ref("scans", "forms/a.png"))
+    _manifest._check_textract_slow(obj, 5, "a")
+    assert fast_path_only(obj) == item
+    assert fast_path_only({**obj, "note": "mine"}) == item  # a field no check reads
+    for extra in ({"version": None}, {"feature_types": ["FORMS"]}, {"name": "n"}, {"image": 1}):
+        assert fast_path_only({**obj, **extra}) is None

@@ -7,6 +7,7 @@ ending with a letter or digit) rather than taken from the module under test.
 
 from __future__ import annotations
 
+import hashlib
 import string
 
 import pytest
@@ -91,6 +92,41 @@ def test_a_known_name_never_changes() -> None:
     )
     name = loop_name(DEFAULT_PREFIX, FLOW, "custom", "item-1", '{"x":1}')
     assert name.startswith("a2ib-") and len(name) == 4 + 1 + DIGEST_LENGTH
+    # names computed by earlier versions, for short and long parts
+    assert name == "a2ib-bfb63068066371c42ac85247519a1a5b"
+    textract = loop_name("a2ib", FLOW, "textract", "doc-1", "s3://scans/forms/a.png\n")
+    assert textract == "a2ib-efa13c523a29f70a17af80a34de3f426"
+    long = loop_name("a2ib", FLOW, "custom", "x" * 1500, "é" * 600)
+    assert long == "a2ib-57d4df0e609265408d22531cfeb56acc"
+
+
+def reference_name(prefix: str, flow: str, task: str, item_id: str, payload: str) -> str:
+    """The naming rule written out: BLAKE2b-128 over the length-prefixed UTF-8 parts."""
+    h = hashlib.blake2b(digest_size=DIGEST_LENGTH // 2)
+    for part in (flow, task, item_id, payload):
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "big") + data)
+    return f"{prefix}-{h.hexdigest()}"
+
+
+#: texts whose UTF-8 length is near the end of the ready-made length prefixes (1024)
+long_texts = st.builds(lambda n, tail: "x" * n + tail, st.integers(1010, 1030), st.text(max_size=4))
+
+
+@settings(max_examples=300)
+@given(
+    prefix=prefixes(),
+    flow=flows,
+    task=tasks,
+    item_id=st.one_of(texts, long_texts),
+    payload=st.one_of(texts, long_texts),
+)
+def test_names_follow_the_rule(
+    prefix: str, flow: str, task: str, item_id: str, payload: str
+) -> None:
+    expected = reference_name(prefix, flow, task, item_id, payload)
+    assert loop_name(prefix, flow, task, item_id, payload) == expected
+    assert Namer(prefix, flow, task).name(item_id, None, payload) == (expected, None)
 
 
 parts = st.tuples(flows, tasks, texts, texts)

@@ -40,7 +40,7 @@ import stat
 import sys
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, BinaryIO, Literal
 
 import anyio
@@ -60,7 +60,7 @@ from ._models import (
 )
 from ._naming import name_problem
 
-__all__ = ["MAX_ID_CHARS", "MAX_LINE_BYTES", "read_manifest"]
+__all__ = ["MAX_ID_CHARS", "MAX_LINE_BYTES", "read_manifest", "read_manifest_batches"]
 
 #: the longest id a manifest may use (the ledger and the logs carry it)
 MAX_ID_CHARS = 1000
@@ -69,12 +69,20 @@ MAX_ID_CHARS = 1000
 MAX_LINE_BYTES = 32 * 1024 * 1024
 #: bytes read (and, for gzip, produced) per step: few system calls and thread hops
 CHUNK_BYTES = 1024 * 1024
-#: lines checked per step between two chances for the event loop to run other tasks
-BATCH_LINES = 4096
+#: lines checked per step, whose entries are built and handed over together.  Few enough
+#: that a step's new objects (an `Item`, and an `S3Ref` for the built-in task types) stay
+#: under the garbage collector's young-generation threshold (700 by default): a consumer
+#: that drops each step's entries before the next step (a dry run) then triggers hardly
+#: any collection, where steps of thousands of lines spent a tenth of a dry run in them.
+BATCH_LINES = 256
+#: lines checked between two chances for the event loop to run other tasks
+CHECKPOINT_LINES = 4096
 #: S3 limits on bucket names and object keys
 _BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _MAX_KEY_BYTES = 1024
+#: a key of at most this many characters is within _MAX_KEY_BYTES whatever they are
+_SHORT_KEY_CHARS = _MAX_KEY_BYTES // 4
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
@@ -134,6 +142,31 @@ async def read_manifest(
     a missing or unreadable file or object, a broken gzip stream, a CSV header without an
     ``id`` column.  Entries already yielded stay valid.
     """
+    batches = read_manifest_batches(source, task, s3_client=s3_client, format=format, stdin=stdin)
+    try:
+        async for batch in batches:
+            for entry in batch:
+                yield entry
+    finally:
+        # closing this generator early must close the manifest now, not when the inner
+        # generator happens to be collected
+        await batches.aclose()
+
+
+async def read_manifest_batches(
+    source: str,
+    task: TaskType,
+    *,
+    s3_client: Any | None = None,
+    format: Literal["auto", "jsonl", "csv"] = "auto",
+    stdin: BinaryIO | None = None,
+) -> AsyncGenerator[list[Item | Invalid], None]:
+    """`read_manifest`'s entries in lists of at most `BATCH_LINES` lines' worth.
+
+    The same entries in the same order, with the same arguments and errors; a consumer that
+    handles every entry alike (a dry run) saves an async generator round trip per line.
+    Lists may be empty, and the caller may keep them.
+    """
     task = TaskType(task)
     if format not in ("auto", "jsonl", "csv"):
         raise ConfigError(f"unknown manifest format {format!r}; use auto, jsonl or csv")
@@ -148,6 +181,7 @@ async def read_manifest(
             else _JsonlParser(task)
         )
         lineno = 1  # the number of the next line `lines` hands out
+        unchecked = 0  # lines handed out since the event loop last had a chance to run
         estimated = reader.size is None
         while True:
             chunk = await reader.read()
@@ -156,11 +190,14 @@ async def read_manifest(
             parts = [batch[i : i + BATCH_LINES] for i in range(0, len(batch), BATCH_LINES)]
             if final and not parts:
                 parts = [[]]  # the CSV parser finishes a record left open
+            last = len(parts) - 1
             for n, part in enumerate(parts):
-                for entry in parser.feed(part, lineno, final and n == len(parts) - 1):
-                    yield entry
+                yield parser.feed(part, lineno, final and n == last)
                 lineno += len(part)
-                await anyio.lowlevel.checkpoint()
+                unchecked += len(part)
+                if unchecked >= CHECKPOINT_LINES:
+                    unchecked = 0
+                    await anyio.lowlevel.checkpoint()
             if final:
                 return
             if not estimated and reader.used and reader.size:
@@ -477,11 +514,12 @@ class _LineSplitter:
 def _slot_builder(cls: type[Any], names: tuple[str, ...]) -> Callable[..., Any]:
     """A faster positional constructor for a frozen, slotted dataclass whose fields are `names`.
 
-    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; writing
-    the slots directly builds the same instance (equal, hashable, immutable afterwards) in
-    about half the time, which is a tenth of a manifest line's budget.  When the class's
-    fields differ from `names` (the model changed) the class itself is returned: slower,
-    never wrong.
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which
+    costs about as much as the rest of a manifest line's checks.  `_twin_builder` builds
+    the same instance in under a quarter of the time; where the interpreter does not allow
+    its trick, `_setter_builder` does in half.  When the class's fields differ from `names`
+    (the model changed) or it runs code at construction (``__post_init__``), the class
+    itself is returned: slower, never wrong.
     """
     fields = tuple(f.name for f in dataclasses.fields(cls))
     slots = getattr(cls, "__slots__", ())
@@ -489,18 +527,58 @@ def _slot_builder(cls: type[Any], names: tuple[str, ...]) -> Callable[..., Any]:
         fields != names
         or tuple(slots) != names
         or any(f.init is False for f in dataclasses.fields(cls))
+        or hasattr(cls, "__post_init__")
     ):
         return cls
-    setters = [vars(cls)[name].__set__ for name in names]
-    new = object.__new__
-    args = ", ".join(names)
+    return _twin_builder(cls, names) or _setter_builder(cls, names)
+
+
+def _compile_builder(names: tuple[str, ...], body: str, scope: dict[str, Any]) -> Any:
+    """``def build(<names>): <body>`` compiled in `scope` (the helpers `body` refers to)."""
     # the helpers' names cannot clash with field names: fields never start with "_dc_"
+    exec(f"def build({', '.join(names)}):\n{body}", scope)
+    return scope["build"]
+
+
+def _twin_builder(cls: type[Any], names: tuple[str, ...]) -> Callable[..., Any] | None:
+    """A constructor that fills a plain twin of `cls` and then makes it a `cls`, or None.
+
+    The twin has the same slots in the same order, so filling it takes ordinary attribute
+    stores (the cheapest there are), and CPython lets an instance change its class between
+    two classes of identical layout: the result is the instance ``cls`` would build (equal,
+    same hash and repr, immutable afterwards).  The builder is tried on probe values; None
+    when the interpreter refuses the class change or the probe does not come out intact.
+    """
+    twin = type(f"_{cls.__name__}Slots", (), {"__slots__": names, "__module__": __name__})
+    stores = "".join(f"    _dc_o.{name} = {name}\n" for name in names)
+    body = (
+        f"    _dc_o = _dc_new(_dc_twin)\n{stores}    _dc_o.__class__ = _dc_cls\n    return _dc_o\n"
+    )
+    build = _compile_builder(
+        names, body, {"_dc_new": object.__new__, "_dc_cls": cls, "_dc_twin": twin}
+    )
+    probe = [object() for _ in names]
+    try:
+        built = build(*probe)
+    except TypeError:  # "__class__ assignment: ... object layout differs from ..."
+        return None
+    if type(built) is not cls or any(
+        getattr(built, name) is not value for name, value in zip(names, probe, strict=True)
+    ):
+        return None
+    result: Callable[..., Any] = build
+    return result
+
+
+def _setter_builder(cls: type[Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """A constructor that writes the slots of `cls` directly through their descriptors."""
+    setters = [vars(cls)[name].__set__ for name in names]
     body = "".join(f"    _dc_set{i}(_dc_o, {name})\n" for i, name in enumerate(names))
-    code = f"def build({args}):\n    _dc_o = _dc_new(_dc_cls)\n{body}    return _dc_o\n"
-    scope: dict[str, Any] = {"_dc_new": new, "_dc_cls": cls}
+    scope: dict[str, Any] = {"_dc_new": object.__new__, "_dc_cls": cls}
     scope.update({f"_dc_set{i}": setter for i, setter in enumerate(setters)})
-    exec(code, scope)
-    build: Callable[..., Any] = scope["build"]
+    build: Callable[..., Any] = _compile_builder(
+        names, f"    _dc_o = _dc_new(_dc_cls)\n{body}    return _dc_o\n", scope
+    )
     return build
 
 
@@ -653,10 +731,7 @@ def _s3_ref(value: object, field: str, version: object) -> S3Ref | str:
     if problem is not None:
         return f"field '{field}' names an invalid bucket: {problem}"
     key = parts[3]
-    if (
-        len(key) > _MAX_KEY_BYTES // 4
-        and len(key.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES
-    ):
+    if len(key) > _SHORT_KEY_CHARS and len(key.encode("utf-8", "surrogatepass")) > _MAX_KEY_BYTES:
         return f"field '{field}' has an object key longer than {_MAX_KEY_BYTES} bytes"
     if version is not None and (type(version) is not str or not version):
         return f"field 'version' must be a non-empty string, not {_kind(version)}"
@@ -812,6 +887,40 @@ def _check_custom(obj: dict[str, Any], line: int, item_id: str) -> Item | Invali
 
 
 def _check_textract(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
+    """A textract line's item, or why it is invalid: the fast path of `_check_textract_slow`.
+
+    Most lines of a textract manifest hold an ``id`` and a ``document`` whose bucket earlier
+    lines already used, and nothing else that the checks read.  Such a line is turned into
+    its item here with a few string operations; every other line, valid or not, goes to
+    `_check_textract_slow`, so that the answer (the same item, or the same reason) never
+    depends on which path gave it.  The fast path accepts only what the slow path accepts,
+    and builds the same item from it:
+
+    * no field but ``id`` and ``document`` that a check looks at is present, not even as
+      null: no field of another task type, no ``version``, ``feature_types``, ``name`` or
+      ``content_classifiers``;
+    * ``document`` is a string ``s3://bucket/key`` with a non-empty key of at most a
+      quarter of the key limit in characters (so at most the limit in UTF-8 bytes);
+    * the bucket's name is in the cache of names that passed `_bucket_problem`.
+    """
+    document = obj.get("document")
+    if type(document) is str and _TEXTRACT_SLOW_FIELDS.isdisjoint(obj):
+        parts = document.split("/", 3)  # "s3:", "", bucket, key
+        if len(parts) == 4:
+            scheme, empty, bucket, key = parts
+            if (
+                scheme == "s3:"
+                and not empty
+                and 0 < len(key) <= _SHORT_KEY_CHARS
+                and _BUCKETS.get(bucket, "") is None
+            ):
+                ref = _s3ref(bucket, key, None)
+                return _item(item_id, line, None, ref, None, None, None, None)
+    return _check_textract_slow(obj, line, item_id)
+
+
+def _check_textract_slow(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
+    """A textract line's item, or the first reason it is invalid, checking every rule."""
     if not _FOREIGN_TEXTRACT.isdisjoint(obj):
         wrong = _foreign(obj, TaskType.TEXTRACT, line, item_id)
         if wrong is not None:
@@ -853,6 +962,9 @@ def _check_rekognition(obj: dict[str, Any], line: int, item_id: str) -> Item | I
 
 _FOREIGN_CUSTOM = _FOREIGN[TaskType.CUSTOM]
 _FOREIGN_TEXTRACT = _FOREIGN[TaskType.TEXTRACT]
+#: the fields whose presence sends a textract line to `_check_textract_slow`: every field a
+#: check reads except ``id`` and ``document``
+_TEXTRACT_SLOW_FIELDS = (frozenset(_FIELD_TASKS) | {"name", "content_classifiers"}) - {"document"}
 _FOREIGN_REKOGNITION = _FOREIGN[TaskType.REKOGNITION]
 _CHECKS: dict[TaskType, Callable[[dict[str, Any], int, str], Item | Invalid]] = {
     TaskType.CUSTOM: _check_custom,

@@ -63,9 +63,7 @@ def job_hasher(flow_definition_arn: str, task: str) -> Any:
     return h
 
 
-def loop_name(
-    prefix: str, flow_definition_arn: str, task: str, item_id: str, payload: str
-) -> str:
+def loop_name(prefix: str, flow_definition_arn: str, task: str, item_id: str, payload: str) -> str:
     """The deterministic loop name for one item of one job.
 
     `payload` is the canonical text of what the item sends for review (see
@@ -75,11 +73,30 @@ def loop_name(
     return _item_name(prefix, job_hasher(flow_definition_arn, task), item_id, payload)
 
 
+#: the 8-byte lengths `_part` writes, ready made for the usual short ids and payloads
+_LENGTHS = tuple(n.to_bytes(8, "big") for n in range(1024))
+
+
 def _item_name(prefix: str, job: Any, item_id: str, payload: str) -> str:
+    """`loop_name` from the job's digest state: the same bytes in one update.
+
+    A dry run names every manifest line, so this is kept lean: lengths below 1024 come
+    from `_LENGTHS` rather than ``int.to_bytes`` (the same bytes).
+    """
     a = item_id.encode("utf-8", "surrogatepass")
     b = payload.encode("utf-8", "surrogatepass")
-    h = job.copy()  # one update of the same bytes `_part` would feed: the same digest
-    h.update(b"".join((len(a).to_bytes(8, "big"), a, len(b).to_bytes(8, "big"), b)))
+    na, nb = len(a), len(b)
+    h = job.copy()
+    h.update(
+        b"".join(
+            (
+                _LENGTHS[na] if na < 1024 else na.to_bytes(8, "big"),
+                a,
+                _LENGTHS[nb] if nb < 1024 else nb.to_bytes(8, "big"),
+                b,
+            )
+        )
+    )
     return f"{prefix}-{h.hexdigest()}"
 
 
