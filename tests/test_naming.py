@@ -114,6 +114,8 @@ long_texts = st.builds(lambda n, tail: "x" * n + tail, st.integers(1010, 1030), 
 
 
 @settings(max_examples=300)
+@example(prefix="a", flow=FLOW, task="custom", item_id="\ud800", payload="x" * 1030)
+@example(prefix="a", flow=FLOW, task="custom", item_id="x" * 1024, payload="\udfff")
 @given(
     prefix=prefixes(),
     flow=flows,
@@ -126,7 +128,9 @@ def test_names_follow_the_rule(
 ) -> None:
     expected = reference_name(prefix, flow, task, item_id, payload)
     assert loop_name(prefix, flow, task, item_id, payload) == expected
-    assert Namer(prefix, flow, task).name(item_id, None, payload) == (expected, None)
+    namer = Namer(prefix, flow, task)
+    assert namer.name(item_id, None, payload) == (expected, None)
+    assert namer.generated(item_id, payload) == expected
 
 
 parts = st.tuples(flows, tasks, texts, texts)

@@ -343,6 +343,7 @@ async def dry_run(
     problems = report.problems
     samples = report.sample_names
     name_of = namer.name
+    generated = namer.generated
     payload_key = adapter.payload_key
     items_seen = already_done = 0
 
@@ -359,17 +360,20 @@ async def dry_run(
             source = read_manifest_batches(settings.manifest, settings.task, s3_client=s3)
         async for batch in source:
             for entry in batch:
-                if isinstance(entry, Invalid):
+                if type(entry) is not Item and isinstance(entry, Invalid):
                     report.invalid += 1
                     if len(problems) < max_problems:
                         problems.append(entry)
                     continue
-                name, reason = name_of(entry.id, entry.name, payload_key(entry))
-                if reason is not None:
-                    report.invalid += 1
-                    if len(problems) < max_problems:
-                        problems.append(Invalid(entry.line, reason, entry.id))
-                    continue
+                if entry.name is None:
+                    name = generated(entry.id, payload_key(entry))
+                else:
+                    name, reason = name_of(entry.id, entry.name, payload_key(entry))
+                    if reason is not None:
+                        report.invalid += 1
+                        if len(problems) < max_problems:
+                            problems.append(Invalid(entry.line, reason, entry.id))
+                        continue
                 items_seen += 1
                 if resuming:
                     state = index.state(entry.id)

@@ -551,12 +551,8 @@ def _twin_builder(cls: type[Any], names: tuple[str, ...]) -> Callable[..., Any] 
     """
     twin = type(f"_{cls.__name__}Slots", (), {"__slots__": names, "__module__": __name__})
     stores = "".join(f"    _dc_o.{name} = {name}\n" for name in names)
-    body = (
-        f"    _dc_o = _dc_new(_dc_twin)\n{stores}    _dc_o.__class__ = _dc_cls\n    return _dc_o\n"
-    )
-    build = _compile_builder(
-        names, body, {"_dc_new": object.__new__, "_dc_cls": cls, "_dc_twin": twin}
-    )
+    body = f"    _dc_o = _dc_twin()\n{stores}    _dc_o.__class__ = _dc_cls\n    return _dc_o\n"
+    build = _compile_builder(names, body, {"_dc_cls": cls, "_dc_twin": twin})
     probe = [object() for _ in names]
     try:
         built = build(*probe)

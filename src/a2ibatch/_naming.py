@@ -9,8 +9,10 @@ for an item.  A deliberate second review of the same items takes a new prefix.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import ConfigError
@@ -80,11 +82,16 @@ _LENGTHS = tuple(n.to_bytes(8, "big") for n in range(1024))
 def _item_name(prefix: str, job: Any, item_id: str, payload: str) -> str:
     """`loop_name` from the job's digest state: the same bytes in one update.
 
-    A dry run names every manifest line, so this is kept lean: lengths below 1024 come
-    from `_LENGTHS` rather than ``int.to_bytes`` (the same bytes).
+    A dry run names every manifest line, so this is kept lean: text is encoded strictly,
+    which is quicker and gives the same bytes unless it holds a lone surrogate, and lengths
+    below 1024 come from `_LENGTHS` rather than ``int.to_bytes`` (the same bytes).
     """
-    a = item_id.encode("utf-8", "surrogatepass")
-    b = payload.encode("utf-8", "surrogatepass")
+    try:
+        a = item_id.encode()
+        b = payload.encode()
+    except UnicodeEncodeError:  # a lone surrogate, encoded as `_part` encodes it
+        a = item_id.encode("utf-8", "surrogatepass")
+        b = payload.encode("utf-8", "surrogatepass")
     na, nb = len(a), len(b)
     h = job.copy()
     h.update(
@@ -126,6 +133,11 @@ class Namer:
         self.prefix = check_prefix(prefix)
         self._job = job_hasher(flow_definition_arn, task)
         self._explicit: set[str] = set()
+        #: ``generated(item_id, payload)``: the name `name` gives an item without an explicit
+        #: one, in a single call (a dry run names a million items)
+        self.generated: Callable[[str, str], str] = functools.partial(
+            _item_name, self.prefix, self._job
+        )
 
     def name(self, item_id: str, explicit: str | None, payload: str) -> tuple[str, str | None]:
         """(loop name, None) or (name, reason it cannot be used)."""
