@@ -173,7 +173,7 @@ class _BuiltinTask(TaskAdapter):
         """The object's URI and version.
 
         Spelled out rather than through `S3Ref.uri` (the same text): a dry run computes one
-        per manifest line, and the property call was a fifth of its cost.
+        per manifest line, and the property call was about half of its cost.
         """
         ref = item.s3
         if ref is None:  # pragma: no cover - the manifest reader guarantees it
