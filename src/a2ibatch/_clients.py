@@ -21,6 +21,12 @@ from ._errors import ConfigError
 
 def versions() -> dict[str, str]:
     """Versions that shape a job's requests, recorded in the ledger's job record."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    # Reading installed packages' metadata takes milliseconds: once per process.
     found = {"python": platform.python_version()}
     for dist in ("a2ibatch", "aioboto3", "aiobotocore", "botocore"):
         try:
@@ -39,7 +45,7 @@ def user_agent() -> str:
     about a tenth of a call's CPU time.  A session's or config's ``user_agent_extra`` is still
     appended by botocore.
     """
-    v = versions()
+    v = _versions()
     return (
         f"a2ibatch/{v['a2ibatch']} aiobotocore/{v['aiobotocore']} botocore/{v['botocore']} "
         f"Python/{v['python']} {platform.system()}/{platform.release()}"
