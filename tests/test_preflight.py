@@ -16,8 +16,9 @@ import aioboto3
 import orjson
 import pytest
 
-from a2ibatch import AwsSettings, PreflightError, SubmitSettings, TaskType
+from a2ibatch import AwsSettings, PreflightError, SubmitSettings, TaskType, submit
 from a2ibatch._preflight import A2I_CORS_RULE, PreflightReport, preflight, scan_manifest
+from helpers import emulator_get
 
 pytestmark = pytest.mark.anyio
 
@@ -121,6 +122,39 @@ async def test_the_public_workforce_without_the_pii_classifier_is_refused(
         await preflight(s, items=10, buckets=())
     assert PII in str(caught.value) and "Mechanical Turk" in str(caught.value)
     assert caught.value.code == "PublicWorkforceWithoutPiiClassifier"
+
+
+async def test_items_that_drop_the_pii_classifier_are_refused_for_the_public_workforce(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # The job says PII-free, but two lines set classifiers of their own without it: those
+    # two tasks would never reach a worker.
+    s = job(emulator.url, tmp_path, "public-reviews", content_classifiers=(PII, ADULT))
+    own = {(ADULT,): 2, (PII, ADULT): 5}
+    with pytest.raises(PreflightError, match="2 item") as caught:
+        await preflight(s, items=10, buckets=(), item_classifiers=own)
+    assert caught.value.code == "PublicWorkforceWithoutPiiClassifier"
+    # Every item declaring PII-free for itself is enough, whatever the job's default.
+    bare = job(emulator.url, tmp_path, "public-reviews")
+    every = {(PII, ADULT): 10}
+    report = await preflight(bare, items=10, buckets=(), item_classifiers=every)
+    assert report.warnings == []
+    with pytest.raises(PreflightError):  # one item left on the job's default
+        await preflight(bare, items=11, buckets=(), item_classifiers=every)
+
+
+async def test_submit_refuses_a_manifest_whose_lines_drop_the_pii_classifier(
+    emulator: Any, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    lines = [{"id": f"a{i}", "input": {"n": i}} for i in range(3)]
+    lines.append({"id": "b", "input": {}, "content_classifiers": []})  # "none for this item"
+    manifest.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    s = job(emulator.url, tmp_path, "public-reviews", content_classifiers=(PII,))
+    with pytest.raises(PreflightError, match="1 item"):
+        await submit(s)
+    stats = await emulator_get(emulator.url, "/_emulator/stats")
+    assert "StartHumanLoop" not in stats["calls"]  # refused before the first loop
 
 
 async def test_the_public_workforce_with_pii_classifier_passes_and_is_priced(
@@ -242,9 +276,12 @@ async def test_scan_manifest_counts_valid_items_and_collects_buckets(tmp_path: P
         {"id": "b", "document": "s3://scans-two/b.png"},
         {"id": "c", "document": "s3://scans-one/c.png"},
         {"id": "d"},  # invalid: no document
+        {"id": "e", "document": "s3://scans-two/e.png", "content_classifiers": [PII]},
+        {"id": "f", "document": "s3://scans-two/f.png", "content_classifiers": [PII]},
     ]
     manifest.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
     s = job("http://127.0.0.1:9", tmp_path, task=TaskType.TEXTRACT)
-    assert await scan_manifest(s, None) == (3, {"scans-one", "scans-two"})
+    scan = await scan_manifest(s, None)
+    assert scan == (5, {"scans-one", "scans-two"}, {(PII,): 2})
     with pytest.raises(Exception, match="stdin"):
         await scan_manifest(job("http://127.0.0.1:9", tmp_path, manifest="-"), None)

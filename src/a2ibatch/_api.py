@@ -24,7 +24,7 @@ from ._ledger import JobHeader, LedgerIndex, LedgerWriter, load_ledger
 from ._manifest import read_manifest, read_manifest_batches
 from ._models import Invalid, Item, Outcome, Status, TaskType
 from ._naming import Namer
-from ._preflight import PreflightReport, preflight, scan_manifest
+from ._preflight import ManifestScan, PreflightReport, preflight, scan_manifest
 from ._retry import RetryPolicy
 from ._runner import Counters, Runner, RunOptions
 from ._tasks import A2I_SERVICE, RequestOptions, TaskAdapter, adapter_for
@@ -216,19 +216,23 @@ class Job:
     ) -> PreflightReport | None:
         """Check the flow definition, buckets and cost before the first call that costs."""
         s = self.settings
-        items: int | None = None
-        buckets: set[str] = set()
+        scan: ManifestScan | None = None
         if self._items is None and s.manifest != "-":
 
             def done(item_id: str) -> bool:
                 state = index.state(item_id)
                 return state is not None and state.done
 
-            items, buckets = await scan_manifest(s, clients.get("s3"), done=done)
-            if items == 0:
+            scan = await scan_manifest(s, clients.get("s3"), done=done)
+            if scan.items == 0:
                 return None  # nothing left to send: nothing to check, and no call at all
         report = await preflight(
-            s, session=self._session, items=items, buckets=buckets, s3_client=clients.get("s3")
+            s,
+            session=self._session,
+            items=None if scan is None else scan.items,
+            buckets=set() if scan is None else scan.buckets,
+            s3_client=clients.get("s3"),
+            item_classifiers=None if scan is None else scan.classifiers,
         )
         for warning in report.warnings:
             log.warning("preflight", detail=warning)

@@ -6,7 +6,8 @@ AnalyzeDocument, DetectModerationLabels), `preflight` checks, with a few read-on
 
 * the flow definition exists, is Active, and lives in the region the job calls;
 * a public (Mechanical Turk) work team gets only data declared free of personal
-  information (A2I never sends other tasks to Mechanical Turk, so they would sit unseen);
+  information (A2I never sends other tasks to Mechanical Turk, so they would sit unseen),
+  by the job's content classifiers and by those manifest lines set for themselves;
 * every input bucket of a Textract or Rekognition job is in that region and has the CORS
   rule the worker UI needs to load the document (without it, review tasks fail);
 * the estimated labour cost (items x workers per item x price per task) is within
@@ -23,7 +24,7 @@ from collections.abc import Callable, Collection, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -37,6 +38,7 @@ __all__ = [
     "A2I_CORS_RULE",
     "PUBLIC_WORKTEAM_MARK",
     "FlowDefinitionInfo",
+    "ManifestScan",
     "PreflightReport",
     "preflight",
     "scan_manifest",
@@ -126,11 +128,14 @@ async def preflight(
     items: int | None,
     buckets: Collection[str],
     s3_client: Any | None = None,
+    item_classifiers: Mapping[tuple[str, ...], int] | None = None,
 ) -> PreflightReport:
     """Run the checks for a job of `items` items reading from `buckets`; raise on refusal.
 
     `items` None (a manifest that cannot be read twice, such as stdin) skips the cost
-    estimate.  `buckets` matter for Textract and Rekognition jobs only.  S3 calls use
+    estimate.  `buckets` matter for Textract and Rekognition jobs only.
+    `item_classifiers` counts the items by the content classifiers they set for
+    themselves (`scan_manifest` collects them; the others use the job's).  S3 calls use
     `s3_client` when given, else a client of `session` (``AWS_ENDPOINT_URL_S3`` wins over
     the job's endpoint URL, so S3 can live elsewhere than an emulator).
     """
@@ -151,7 +156,7 @@ async def preflight(
                 code="RegionMismatch",
             )
         flow = await _describe_flow(caller, sagemaker, settings.flow_definition_arn, name, region)
-        _check_workforce(flow, settings, warnings)
+        _check_workforce(flow, settings, warnings, items, item_classifiers or {})
         checked: list[str] = []
         if settings.task is not TaskType.CUSTOM and buckets:
             if s3_client is None:
@@ -222,12 +227,28 @@ async def _describe_flow(
 
 
 def _check_workforce(
-    flow: FlowDefinitionInfo, settings: SubmitSettings, warnings: list[str]
+    flow: FlowDefinitionInfo,
+    settings: SubmitSettings,
+    warnings: list[str],
+    items: int | None,
+    item_classifiers: Mapping[tuple[str, ...], int],
 ) -> None:
     if not flow.public_workforce:
         return
+    own = sum(item_classifiers.values())
+    without = sum(n for c, n in item_classifiers.items() if PII_FREE not in c)
+    if without:
+        raise PreflightError(
+            f"the flow definition {flow.arn} sends tasks to the public Mechanical Turk "
+            f"workforce, and {without} item(s) of the manifest set content_classifiers "
+            f"without {PII_FREE}: A2I never sends such tasks there, so they would wait "
+            f"unseen. Add {PII_FREE} to those items' content_classifiers if their data is "
+            "free of personal information, or send them with a private work team",
+            code="PublicWorkforceWithoutPiiClassifier",
+        )
     classifiers = set(settings.content_classifiers)
-    if PII_FREE not in classifiers:
+    uses_job_default = items is None or items > own
+    if PII_FREE not in classifiers and uses_job_default:
         raise PreflightError(
             f"the flow definition {flow.arn} sends tasks to the public Mechanical Turk "
             f"workforce, and A2I sends them there only with the {PII_FREE} content "
@@ -236,7 +257,8 @@ def _check_workforce(
             "otherwise use a flow definition with a private or vendor work team",
             code="PublicWorkforceWithoutPiiClassifier",
         )
-    if ADULT_FREE not in classifiers:
+    adult_free = ADULT_FREE in classifiers or not uses_job_default
+    if not adult_free or any(ADULT_FREE not in c for c in item_classifiers):
         warnings.append(
             f"public workforce without the {ADULT_FREE} classifier: Mechanical Turk may "
             f"show the tasks to fewer workers; pass --content-classifier {ADULT_FREE} if "
@@ -330,13 +352,23 @@ def _estimate(
     return cost
 
 
+class ManifestScan(NamedTuple):
+    """What preflight needs to know of a manifest's items still to send."""
+
+    items: int
+    buckets: set[str]
+    #: items by the content classifiers they set for themselves (the others use the job's)
+    classifiers: dict[tuple[str, ...], int]
+
+
 async def scan_manifest(
     settings: SubmitSettings,
     s3_client: Any,
     *,
     done: Callable[[str], bool] | None = None,
-) -> tuple[int, set[str]]:
-    """Count the manifest's valid items and collect their S3 buckets (one full read).
+) -> ManifestScan:
+    """Count the manifest's valid items, collect their S3 buckets and their own content
+    classifiers (one full read).
 
     A manifest read from stdin cannot be read again for the job: ConfigError.  Invalid
     lines are not counted (submit records them without sending anything), nor items for
@@ -348,6 +380,7 @@ async def scan_manifest(
         raise ConfigError("a manifest on stdin cannot be scanned before the job reads it")
     count = 0
     buckets: set[str] = set()
+    classifiers: dict[tuple[str, ...], int] = {}
     async for entry in read_manifest(settings.manifest, settings.task, s3_client=s3_client):
         if isinstance(entry, Item):
             if done is not None and done(entry.id):
@@ -355,4 +388,7 @@ async def scan_manifest(
             count += 1
             if entry.s3 is not None:
                 buckets.add(entry.s3.bucket)
-    return count, buckets
+            if entry.content_classifiers is not None:
+                own = entry.content_classifiers
+                classifiers[own] = classifiers.get(own, 0) + 1
+    return ManifestScan(count, buckets, classifiers)
