@@ -512,7 +512,7 @@ def chart(results: Sequence[Result], paths: Sequence[Path]) -> None:
         for r in rows:
             xs = [t + 0.5 for t, _, _ in r.accepted if t > -1]
             ys = [a for t, a, _ in r.accepted if t > -1]
-            label = f"{r.client}: {r.goodput:.2f} x quota, {100 * r.throttled_share:.0f}% thr."
+            label = f"{r.client}: {r.goodput:.2f} x quota, {100 * r.throttled_share:.1f}% thr."
             ax.step(xs, ys, where="mid", color=colours[r.client], label=label)
         change = next((r.change_at for r in rows if r.change_at is not None), None)
         if change is None:
@@ -550,7 +550,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", nargs="*", metavar="CLIENT", choices=CLIENTS)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/throughput.png")
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw the charts from the last run's JSON"
+    )
     args = parser.parse_args(argv)
+    charts = [OUT / "throughput.png"] + ([] if args.no_docs else [DOCS_CHART])
+    if args.replot:
+        saved = orjson.loads((OUT / "throughput.json").read_bytes())
+        chart([Result(**r) for r in saved["results"]], charts)
+        return 0
     for name in ("botocore", "aiobotocore", "boto3", "aioboto3", "urllib3", "aiohttp"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _quiet_structlog()
@@ -605,7 +613,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             option=orjson.OPT_INDENT_2,
         )
     )
-    charts = [OUT / "throughput.png"] + ([] if args.no_docs else [DOCS_CHART])
     chart(results, charts)
     return 0
 
