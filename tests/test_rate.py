@@ -77,7 +77,7 @@ class Sim:
                     self.ctl.on_success(rtt)
                 else:
                     self.throttled.append(arrive)
-                    self.ctl.on_throttle()
+                    self.ctl.on_throttle(sent=arrive - rtt)
             self.now = max(self.now, send_at)
             rtt = max(0.001, self.latency + self.rng.uniform(-self.jitter, self.jitter))
             heapq.heappush(self.pending, (self.now + rtt, rtt))
@@ -231,9 +231,36 @@ def test_retry_after_holds_the_next_slot() -> None:
     assert ctl.reserve() >= 2.0
 
 
+def test_throttles_of_calls_sent_before_a_cut_do_not_cut_again() -> None:
+    now = [0.0]
+    ctl = RateController(RateSettings(ceiling=1000.0, initial=100.0), clock=lambda: now[0])
+    ctl.on_throttle(sent=0.0)
+    ctl.on_throttle(sent=0.0)  # slow start ends: the first cut, at t=0
+    cut = ctl.rate
+    now[0] = 1.5  # a long round trip later, answers to calls sent before the cut
+    for _ in range(10):
+        ctl.on_throttle(sent=-0.5)
+    assert ctl.rate == cut
+    for _ in range(3):  # calls sent after the cut and still throttled: cut again at once,
+        ctl.on_throttle(sent=1.0)  # not two round trips later
+    assert ctl.rate < cut
+
+
+def test_the_first_answer_sets_the_latency() -> None:
+    now = [0.0]
+    ctl = RateController(RateSettings(), clock=lambda: now[0])
+    now[0] = 2.0
+    ctl.on_success(2.0)  # Textract: seconds, where the default guess is 50 ms
+    assert ctl.latency == 2.0
+    ctl.on_success(3.0)
+    assert 2.0 < ctl.latency < 3.0  # then smoothed
+
+
 def test_concurrency_follows_littles_law() -> None:
     limiter = anyio.CapacityLimiter(1)
     governor = ConcurrencyGovernor(limiter, fixed=None, minimum=16, maximum=1024)
+    # Before any answer: room for the first rate at a round trip of seconds.
+    assert governor.limit == limiter.total_tokens == 64
     governor.update(rate=10.0, latency=2.0)  # Textract: seconds per page
     assert governor.limit == 16 + 40
     governor.update(rate=150.0, latency=0.04)  # StartHumanLoop: tens of milliseconds

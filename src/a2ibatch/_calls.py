@@ -119,7 +119,7 @@ class Caller:
                 raise JobAborted(fatal_message(error), code=error.code)
             if error.kind is ErrorKind.THROTTLED:
                 self.counts.throttled += 1
-                rate.on_throttle(error.retry_after)
+                rate.on_throttle(error.retry_after, sent=sent)
             if not self.policy.retryable(error) or attempts >= self.policy.max_attempts:
                 raise CallFailed(operation, error, attempts)
             wait = self.policy.wait(attempts, error, self._rng)

@@ -188,10 +188,12 @@ class RateController:
 
     def on_success(self, latency: float) -> None:
         """Record a call the service accepted."""
-        self._latency += 0.1 * (latency - self._latency)
         now = self._clock()
         if self._first_answer is None:
             self._first_answer = now
+            self._latency = latency  # the first answer says more than any default guess
+        else:
+            self._latency += 0.1 * (latency - self._latency)
         accepted = self._accepted
         accepted.append(now)
         while accepted[0] < now - self._window():
@@ -220,8 +222,13 @@ class RateController:
         span = self._accepted[-1] - self._accepted[-calls]
         return (calls - 1) / span if span > 0 else 0.0
 
-    def on_throttle(self, retry_after: float | None = None) -> None:
-        """Record a throttled call: cut the rate when throttling is more than noise."""
+    def on_throttle(self, retry_after: float | None = None, *, sent: float | None = None) -> None:
+        """Record a throttled call: cut the rate when throttling is more than noise.
+
+        `sent` is when the call was sent (this controller's clock): a call sent before the
+        last cut says nothing about the rate since.  Without it, throttles for about two
+        round trips after a cut are taken for such calls.
+        """
         self.throttles += 1
         now = self._clock()
         self._last_throttle = now
@@ -244,7 +251,10 @@ class RateController:
         if len(throttled) < noise:
             return
         # Calls sent before the last cut answer for up to a round trip after it: ignore those.
-        if now - self._cut_at < max(2 * self._latency, 0.05):
+        if sent is not None:
+            if sent < self._cut_at:
+                return
+        elif now - self._cut_at < max(2 * self._latency, 0.05):
             return
         beta = self.settings.beta
         window = self._window()
@@ -318,7 +328,9 @@ class ConcurrencyGovernor:
 
     A StartHumanLoop answers in tens of milliseconds and an AnalyzeDocument in seconds; the
     same default must keep enough calls in flight for both without opening thousands of
-    connections.  The cap covers items waiting for a retry too, hence the headroom.
+    connections.  The cap covers items waiting for a retry too, hence the headroom.  Until
+    the first answer tells the latency, the cap is `initial`: enough for the first rate at
+    a round trip of seconds, so a slow API's first answers are not also its only calls.
     """
 
     def __init__(
@@ -328,12 +340,13 @@ class ConcurrencyGovernor:
         fixed: int | None,
         minimum: int = 16,
         maximum: int = 1024,
+        initial: int = 64,
     ) -> None:
         self._limiter = limiter  # kept at the limit, for callers that gate on one
         self._fixed = fixed
         self.minimum = minimum
         self.maximum = maximum
-        self.limit = fixed if fixed is not None else minimum
+        self.limit = fixed if fixed is not None else min(maximum, max(minimum, initial))
         if limiter is not None:
             limiter.total_tokens = self.limit
 

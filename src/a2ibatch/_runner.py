@@ -347,7 +347,7 @@ class Runner:
                 continue
             if kind is ErrorKind.THROTTLED:
                 self.counters.throttled += 1
-                rate.on_throttle(error.retry_after)
+                rate.on_throttle(error.retry_after, sent=sent)
             elif kind is ErrorKind.AMBIGUOUS:
                 ambiguous = True
             if attempts >= self.settings.policy.max_attempts:
