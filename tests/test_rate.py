@@ -246,6 +246,24 @@ def test_throttles_of_calls_sent_before_a_cut_do_not_cut_again() -> None:
     assert ctl.rate < cut
 
 
+def test_a_probe_just_past_the_quota_costs_a_small_cut() -> None:
+    # Out of slow start, a few throttles among many accepted calls mean a probe went just
+    # past the quota: step back 5%, not the 10% a real overload (or a dropped quota) gets.
+    now = [0.0]
+    ctl = RateController(RateSettings(ceiling=1e6, initial=100.0), clock=lambda: now[0])
+    ctl.on_throttle(sent=0.0)
+    ctl.on_throttle(sent=0.0)  # slow start ends
+    while now[0] < 2.0:
+        now[0] += 0.5 / ctl.rate
+        ctl.reserve()
+        ctl.on_success(0.04)
+    before = ctl.rate
+    assert before < 1e6
+    ctl.on_throttle(sent=now[0])
+    ctl.on_throttle(sent=now[0])  # 2 of the last second's ~100 answers
+    assert ctl.rate == pytest.approx(0.95 * before)
+
+
 def test_the_first_answer_sets_the_latency() -> None:
     now = [0.0]
     ctl = RateController(RateSettings(), clock=lambda: now[0])

@@ -68,6 +68,8 @@ OVERLOAD_SHARE = 0.1
 AT_CEILING = 0.999
 #: ... where mild throttling costs a smaller cut
 CEILING_BETA = 0.97
+#: a cut for mild throttling below the ceiling (a probe just past the quota)
+MILD_BETA = 0.95
 #: fewest calls between two probes above the quota
 PROBE_CALLS = 60.0
 #: ... and fewest round trips: feedback on a probe takes one
@@ -279,6 +281,8 @@ class RateController:
                 # Mild throttling at the rate the user said is the quota: the service's noise
                 # (bunched arrivals), not a wrong ceiling.  Step back only a little.
                 beta = max(beta, CEILING_BETA)
+            elif not overloaded:
+                beta = max(beta, MILD_BETA)
         self._slow_start = False
         self._rate = max(self.settings.minimum, self._w_max * beta)
         self._cut_at = now
