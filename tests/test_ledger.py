@@ -527,6 +527,27 @@ async def test_checkpoint_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(synced) == before + 2  # at exit
 
 
+async def test_interval_zero_syncs_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    path = tmp_path / "ledger.jsonl"
+    async with LedgerWriter.open(path, header(), checkpoint_interval=0) as writer:
+        for n in range(3):
+            synced.clear()
+            await writer.intent(f"i{n}", n, f"a2ib-i{n}")  # written directly, then synced
+            with anyio.fail_after(2):
+                while not synced:
+                    await anyio.sleep(0.001)
+
+
 async def test_periodic_fsync_when_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     real_fsync = os.fsync

@@ -886,6 +886,9 @@ class LedgerWriter:
             raise self._error() from None
         self._written += 1
         self._dirty = True
+        if self._interval <= 0:  # every record is to be synced soon: the writer does it
+            self._sync_due = True
+            self._wake.set()
         return True
 
     async def _put(self, message: _Message) -> None:
