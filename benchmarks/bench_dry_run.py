@@ -28,8 +28,10 @@ def write(path: Path, task: str, lines: int) -> None:
         for i in range(lines):
             if task == "custom":
                 record = {"id": f"item-{i:07d}", "input": {"text": f"claim {i}", "score": i % 97}}
-            else:
+            elif task == "textract":
                 record = {"id": f"doc-{i:07d}", "document": f"s3://scans/forms/{i:07d}.png"}
+            else:
+                record = {"id": f"img-{i:07d}", "image": f"s3://uploads/images/{i:07d}.jpg"}
             f.write(orjson.dumps(record) + b"\n")
 
 
@@ -70,17 +72,17 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     args = parser.parse_args()
     print(
-        f"{'manifest':<10} {'lines':>9} {'json.loads s':>13} {'--dry-run s':>12} "
+        f"{'manifest':<11} {'lines':>9} {'json.loads s':>13} {'--dry-run s':>12} "
         f"{'ratio':>6} {'peak MiB':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for task in ("custom", "textract"):
+        for task in ("custom", "textract", "rekognition"):
             path = Path(tmp) / f"{task}.jsonl"
             write(path, task, args.lines)
             baseline = min(json_loads_seconds(path) for _ in range(2))
             seconds, peak = dry_run(path, task, Path(tmp) / "ledger.jsonl")
             print(
-                f"{task:<10} {args.lines:>9,} {baseline:>13.2f} {seconds:>12.2f} "
+                f"{task:<11} {args.lines:>9,} {baseline:>13.2f} {seconds:>12.2f} "
                 f"{seconds / baseline:>5.2f}x {peak:>9.1f}"
             )
 

@@ -1105,7 +1105,7 @@ def test_a_model_with_post_init_falls_back_to_the_constructor() -> None:
 _ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(Item))
 
 
-# -- the textract fast path ------------------------------------------------------------------
+# -- the textract and rekognition fast path ------------------------------------------------
 
 ABSENT = object()
 GOOD_BUCKETS = st.sampled_from(["scans", "my.bucket-1", "b" * 63, "abc", "0-9.a"])
@@ -1117,7 +1117,7 @@ KEYS = st.one_of(
     st.sampled_from(["", "a/b//c", "k" * 256, "k" * 257, "é" * 256, "é" * 257, "😀" * 257]),
     st.sampled_from(["k" * 1024, "k" * 1025, "é" * 512, "é" * 513, "\ud800" * 342]),
 )
-OTHER_DOCUMENTS = st.one_of(
+OTHER_URIS = st.one_of(
     st.builds(
         lambda bucket, key: f"s3://{bucket}/{key}",
         st.one_of(BAD_BUCKETS, st.text(alphabet="abz09.-_/A", max_size=8)),
@@ -1133,6 +1133,7 @@ FIELDS = st.dictionaries(
     st.sampled_from(
         [
             "version",
+            "document",
             "feature_types",
             "name",
             "content_classifiers",
@@ -1146,7 +1147,19 @@ FIELDS = st.dictionaries(
     st.one_of(
         st.none(),
         st.sampled_from(
-            ["v1", "", 3, ["FORMS"], [], ["x"], "n-1", "Bad Name", ["FreeOfAdultContent"], 50]
+            [
+                "v1",
+                "",
+                3,
+                ["FORMS"],
+                [],
+                ["x"],
+                "n-1",
+                "Bad Name",
+                ["FreeOfAdultContent"],
+                50,
+                "s3://scans/a",
+            ]
         ),
     ),
     min_size=1,
@@ -1154,58 +1167,79 @@ FIELDS = st.dictionaries(
 )
 
 
+#: the slow path of each task type with a fast path
+SLOW = {TaskType.TEXTRACT: "_check_textract_slow", TaskType.REKOGNITION: "_check_rekognition_slow"}
+
+
+def slow_path(task: TaskType, obj: dict[str, Any]) -> Item | Invalid:
+    return getattr(_manifest, SLOW[task])(obj, 5, "a")  # type: ignore[no-any-return]
+
+
 @st.composite
-def textract_lines(draw: st.DrawFn) -> dict[str, Any]:
-    """Lines for the textract checker, valid or not.
+def plain_lines(draw: st.DrawFn, task: TaskType) -> dict[str, Any]:
+    """Lines for the checker of `task` (textract or rekognition), valid or not.
 
     Half of them name an object in a valid bucket, and half of them have no other field, so
     that the fast path's own case (both) comes up often.
     """
-    document: object
-    if draw(st.booleans()):
-        document = f"s3://{draw(GOOD_BUCKETS)}/{draw(KEYS)}"
-    else:
-        document = draw(OTHER_DOCUMENTS)
+    good_uri = draw(st.booleans())
+    uri: object = f"s3://{draw(GOOD_BUCKETS)}/{draw(KEYS)}" if good_uri else draw(OTHER_URIS)
     obj: dict[str, Any] = {"id": "a"} if draw(st.booleans()) else {"id": "a", **draw(FIELDS)}
-    if document is not ABSENT:
-        obj["document"] = document
+    if uri is not ABSENT:
+        obj[S3_FIELD[task]] = uri
     return obj
 
 
-def fast_path_only(obj: dict[str, Any]) -> Item | Invalid | None:
-    """What `_check_textract` answers without its slow path (None where it would fall back)."""
-    slow = _manifest._check_textract_slow
-    _manifest._check_textract_slow = lambda *args: None  # type: ignore[assignment]
+def fast_path_only(task: TaskType, obj: dict[str, Any]) -> Item | Invalid | None:
+    """What the checker of `task` answers without its slow path (None where it would fall back)."""
+    slow = getattr(_manifest, SLOW[task])
+    setattr(_manifest, SLOW[task], lambda *args: None)
     try:
-        return _manifest._check_textract(obj, 5, "a")
+        return _manifest._CHECKS[task](obj, 5, "a")
     finally:
-        _manifest._check_textract_slow = slow
+        setattr(_manifest, SLOW[task], slow)
 
 
+@pytest.mark.parametrize("task", BUILTIN)
 @settings(max_examples=1000, deadline=None)
-@given(obj=textract_lines(), warm=st.booleans())
-def test_the_textract_fast_path_agrees_with_the_slow_path(obj: dict[str, Any], warm: bool) -> None:
+@given(data=st.data(), warm=st.booleans())
+def test_the_fast_path_agrees_with_the_slow_path(
+    task: TaskType, data: st.DataObject, warm: bool
+) -> None:
+    obj = data.draw(plain_lines(task))
     if warm:
-        _manifest._check_textract_slow(obj, 5, "a")  # the bucket's verdict is cached
+        slow_path(task, obj)  # the bucket's verdict is cached
     else:
         _manifest._BUCKETS.clear()
-    fast = fast_path_only(obj)
-    slow = _manifest._check_textract_slow(obj, 5, "a")
+    fast = fast_path_only(task, obj)
+    slow = slow_path(task, obj)
     # the fast path accepts only what the slow path accepts, and builds the same item ...
     assert fast is None or (isinstance(slow, Item) and fast == slow)
     # ... and the checker as a whole answers as the slow path does, reasons included
-    assert _manifest._check_textract(obj, 5, "a") == slow
+    assert _manifest._CHECKS[task](obj, 5, "a") == slow
     # ... and it does accept a line of only an id and a short key in a known bucket
     if warm and isinstance(slow, Item) and len(obj) == 2:
         assert slow.s3 is not None
         assert (fast == slow) == (len(slow.s3.key) <= 256)
 
 
-def test_a_plain_textract_line_takes_the_fast_path() -> None:
-    obj = {"id": "a", "document": "s3://scans/forms/a.png"}
-    item = Item("a", 5, s3=S3Ref("scans", "forms/a.png"))
-    _manifest._check_textract_slow(obj, 5, "a")
-    assert fast_path_only(obj) == item
-    assert fast_path_only({**obj, "note": "mine"}) == item  # a field no check reads
-    for extra in ({"version": None}, {"feature_types": ["FORMS"]}, {"name": "n"}, {"image": 1}):
-        assert fast_path_only({**obj, **extra}) is None
+@pytest.mark.parametrize("task", BUILTIN)
+def test_a_plain_line_takes_the_fast_path(task: TaskType) -> None:
+    obj = good(task, "a")
+    uri = obj[S3_FIELD[task]].removeprefix("s3://")
+    bucket, key = uri.split("/", 1)
+    item = Item("a", 5, s3=S3Ref(bucket, key))
+    slow_path(task, obj)
+    assert fast_path_only(task, obj) == item
+    assert fast_path_only(task, {**obj, "note": "mine"}) == item  # a field no check reads
+    foreign = "image" if task is TaskType.TEXTRACT else "document"
+    extras: list[dict[str, Any]] = [
+        {"version": None},
+        {"feature_types": ["FORMS"]},
+        {"min_confidence": 50},
+        {"name": "n"},
+        {"content_classifiers": []},
+        {foreign: 1},
+    ]
+    for extra in extras:
+        assert fast_path_only(task, {**obj, **extra}) is None

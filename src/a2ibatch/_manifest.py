@@ -882,26 +882,27 @@ def _check_custom(obj: dict[str, Any], line: int, item_id: str) -> Item | Invali
     return _finish(obj, line, item_id, content, None, None, None)
 
 
-def _check_textract(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
-    """A textract line's item, or why it is invalid: the fast path of `_check_textract_slow`.
+def _plain_ref(obj: dict[str, Any], field: str, slow_fields: frozenset[str]) -> S3Ref | None:
+    """The object a plain line of a built-in task type names, or None: the common fast path.
 
-    Most lines of a textract manifest hold an ``id`` and a ``document`` whose bucket earlier
-    lines already used, and nothing else that the checks read.  Such a line is turned into
-    its item here with a few string operations; every other line, valid or not, goes to
-    `_check_textract_slow`, so that the answer (the same item, or the same reason) never
-    depends on which path gave it.  The fast path accepts only what the slow path accepts,
-    and builds the same item from it:
+    Most lines of a textract or rekognition manifest hold an ``id`` and an S3 URI in `field`
+    (``document`` or ``image``) whose bucket earlier lines already used, and nothing else
+    that the checks read.  Such a line's object is found here with a few string operations;
+    for every other line, valid or not, the answer is None and the caller goes to its slow
+    path, so that the answer (the same item, or the same reason) never depends on which path
+    gave it.  The fast path accepts only what the slow path accepts, and builds the same
+    object from it:
 
-    * no field but ``id`` and ``document`` that a check looks at is present, not even as
-      null: no field of another task type, no ``version``, ``feature_types``, ``name`` or
-      ``content_classifiers``;
-    * ``document`` is a string ``s3://bucket/key`` with a non-empty key of at most a
-      quarter of the key limit in characters (so at most the limit in UTF-8 bytes);
+    * no field of `slow_fields` (every field a check reads but ``id`` and `field`) is
+      present, not even as null: no field of another task type, no ``version``,
+      ``feature_types``, ``min_confidence``, ``name`` or ``content_classifiers``;
+    * `field` is a string ``s3://bucket/key`` with a non-empty key of at most a quarter of
+      the key limit in characters (so at most the limit in UTF-8 bytes);
     * the bucket's name is in the cache of names that passed `_bucket_problem`.
     """
-    document = obj.get("document")
-    if type(document) is str and _TEXTRACT_SLOW_FIELDS.isdisjoint(obj):
-        parts = document.split("/", 3)  # "s3:", "", bucket, key
+    uri = obj.get(field)
+    if type(uri) is str and slow_fields.isdisjoint(obj):
+        parts = uri.split("/", 3)  # "s3:", "", bucket, key
         if len(parts) == 4:
             scheme, empty, bucket, key = parts
             if (
@@ -910,8 +911,15 @@ def _check_textract(obj: dict[str, Any], line: int, item_id: str) -> Item | Inva
                 and 0 < len(key) <= _SHORT_KEY_CHARS
                 and _BUCKETS.get(bucket, "") is None
             ):
-                ref = _s3ref(bucket, key, None)
-                return _item(item_id, line, None, ref, None, None, None, None)
+                return _s3ref(bucket, key, None)
+    return None
+
+
+def _check_textract(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
+    """A textract line's item, or why it is invalid: `_plain_ref`, else the slow path."""
+    ref = _plain_ref(obj, "document", _TEXTRACT_SLOW_FIELDS)
+    if ref is not None:
+        return _item(item_id, line, None, ref, None, None, None, None)
     return _check_textract_slow(obj, line, item_id)
 
 
@@ -938,6 +946,15 @@ def _check_textract_slow(obj: dict[str, Any], line: int, item_id: str) -> Item |
 
 
 def _check_rekognition(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
+    """A rekognition line's item, or why it is invalid: `_plain_ref`, else the slow path."""
+    ref = _plain_ref(obj, "image", _REKOGNITION_SLOW_FIELDS)
+    if ref is not None:
+        return _item(item_id, line, None, ref, None, None, None, None)
+    return _check_rekognition_slow(obj, line, item_id)
+
+
+def _check_rekognition_slow(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
+    """A rekognition line's item, or the first reason it is invalid, checking every rule."""
     if not _FOREIGN_REKOGNITION.isdisjoint(obj):
         wrong = _foreign(obj, TaskType.REKOGNITION, line, item_id)
         if wrong is not None:
@@ -958,10 +975,13 @@ def _check_rekognition(obj: dict[str, Any], line: int, item_id: str) -> Item | I
 
 _FOREIGN_CUSTOM = _FOREIGN[TaskType.CUSTOM]
 _FOREIGN_TEXTRACT = _FOREIGN[TaskType.TEXTRACT]
-#: the fields whose presence sends a textract line to `_check_textract_slow`: every field a
-#: check reads except ``id`` and ``document``
-_TEXTRACT_SLOW_FIELDS = (frozenset(_FIELD_TASKS) | {"name", "content_classifiers"}) - {"document"}
 _FOREIGN_REKOGNITION = _FOREIGN[TaskType.REKOGNITION]
+#: every field a check reads except ``id``
+_CHECKED_FIELDS = frozenset(_FIELD_TASKS) | {"name", "content_classifiers"}
+#: the fields whose presence sends a line to `_check_textract_slow` or
+#: `_check_rekognition_slow`: every field a check reads except ``id`` and the S3 URI's
+_TEXTRACT_SLOW_FIELDS = _CHECKED_FIELDS - {"document"}
+_REKOGNITION_SLOW_FIELDS = _CHECKED_FIELDS - {"image"}
 _CHECKS: dict[TaskType, Callable[[dict[str, Any], int, str], Item | Invalid]] = {
     TaskType.CUSTOM: _check_custom,
     TaskType.TEXTRACT: _check_textract,
