@@ -508,15 +508,21 @@ async def test_append_without_header(tmp_path: Path) -> None:
     assert [r["event"] for r in lines_of(path)] == ["job", "loop_status"]
 
 
-async def test_checkpoint_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[int] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The file descriptors fsynced from now on, in order (each fsync still happens)."""
+    calls: list[int] = []
     real_fsync = os.fsync
 
     def spy(fd: int) -> None:
-        synced.append(fd)
+        calls.append(fd)
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
+    return calls
+
+
+async def test_checkpoint_fsyncs(tmp_path: Path, synced: list[int]) -> None:
     path = tmp_path / "ledger.jsonl"
     async with LedgerWriter.open(path, header(), checkpoint_interval=3600) as writer:
         await writer.intent("a", 1, "a2ib-a")
@@ -527,17 +533,7 @@ async def test_checkpoint_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(synced) == before + 2  # at exit
 
 
-async def test_interval_zero_syncs_every_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    synced: list[int] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
+async def test_interval_zero_syncs_every_record(tmp_path: Path, synced: list[int]) -> None:
     path = tmp_path / "ledger.jsonl"
     async with LedgerWriter.open(path, header(), checkpoint_interval=0) as writer:
         for n in range(3):
@@ -548,15 +544,7 @@ async def test_interval_zero_syncs_every_record(
                     await anyio.sleep(0.001)
 
 
-async def test_periodic_fsync_when_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[int] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
+async def test_periodic_fsync_when_idle(tmp_path: Path, synced: list[int]) -> None:
     path = tmp_path / "ledger.jsonl"
     async with LedgerWriter.open(path, header(), checkpoint_interval=0.05) as writer:
         await anyio.sleep(0.2)
