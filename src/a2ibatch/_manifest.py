@@ -923,18 +923,29 @@ def _check_textract(obj: dict[str, Any], line: int, item_id: str) -> Item | Inva
     return _check_textract_slow(obj, line, item_id)
 
 
-def _check_textract_slow(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
-    """A textract line's item, or the first reason it is invalid, checking every rule."""
-    if not _FOREIGN_TEXTRACT.isdisjoint(obj):
-        wrong = _foreign(obj, TaskType.TEXTRACT, line, item_id)
+def _object_ref(
+    obj: dict[str, Any], line: int, item_id: str, task: TaskType, field: str
+) -> S3Ref | Invalid:
+    """The S3 object a built-in task's line names in `field` (with its ``version``), or the
+    first reason the line is invalid: a field of another task type, or a bad URI."""
+    if not _FOREIGN[task].isdisjoint(obj):
+        wrong = _foreign(obj, task, line, item_id)
         if wrong is not None:
             return wrong
-    document = obj.get("document")
-    if document is None:
-        return Invalid(line, "needs field 'document' (s3://bucket/key)", item_id)
-    ref = _s3_ref(document, "document", obj.get("version"))
+    uri = obj.get(field)
+    if uri is None:
+        return Invalid(line, f"needs field '{field}' (s3://bucket/key)", item_id)
+    ref = _s3_ref(uri, field, obj.get("version"))
     if isinstance(ref, str):
         return Invalid(line, ref, item_id)
+    return ref
+
+
+def _check_textract_slow(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
+    """A textract line's item, or the first reason it is invalid, checking every rule."""
+    ref = _object_ref(obj, line, item_id, TaskType.TEXTRACT, "document")
+    if isinstance(ref, Invalid):
+        return ref
     features = obj.get("feature_types")
     if features is not None:
         features = _choices(
@@ -955,16 +966,9 @@ def _check_rekognition(obj: dict[str, Any], line: int, item_id: str) -> Item | I
 
 def _check_rekognition_slow(obj: dict[str, Any], line: int, item_id: str) -> Item | Invalid:
     """A rekognition line's item, or the first reason it is invalid, checking every rule."""
-    if not _FOREIGN_REKOGNITION.isdisjoint(obj):
-        wrong = _foreign(obj, TaskType.REKOGNITION, line, item_id)
-        if wrong is not None:
-            return wrong
-    image = obj.get("image")
-    if image is None:
-        return Invalid(line, "needs field 'image' (s3://bucket/key)", item_id)
-    ref = _s3_ref(image, "image", obj.get("version"))
-    if isinstance(ref, str):
-        return Invalid(line, ref, item_id)
+    ref = _object_ref(obj, line, item_id, TaskType.REKOGNITION, "image")
+    if isinstance(ref, Invalid):
+        return ref
     confidence = obj.get("min_confidence")
     if confidence is not None:
         if type(confidence) not in (int, float) or not 0 <= confidence <= 100:
@@ -974,8 +978,6 @@ def _check_rekognition_slow(obj: dict[str, Any], line: int, item_id: str) -> Ite
 
 
 _FOREIGN_CUSTOM = _FOREIGN[TaskType.CUSTOM]
-_FOREIGN_TEXTRACT = _FOREIGN[TaskType.TEXTRACT]
-_FOREIGN_REKOGNITION = _FOREIGN[TaskType.REKOGNITION]
 #: every field a check reads except ``id``
 _CHECKED_FIELDS = frozenset(_FIELD_TASKS) | {"name", "content_classifiers"}
 #: the fields whose presence sends a line to `_check_textract_slow` or
