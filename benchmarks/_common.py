@@ -7,6 +7,8 @@ The benchmarks run the emulator in a child process, so the CPU time measured her
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -90,3 +92,27 @@ def measure(run: Callable[[], T]) -> Measured:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     value = run()
     return Measured(time.perf_counter() - wall0, time.process_time() - cpu0, value)
+
+
+def loads_every_line(path: str, loads: Callable[[bytes], Any]) -> int:
+    """Parse every line of `path` with `loads`, the baseline a reader is measured against;
+    how many lines there were."""
+    count = 0
+    with open(path, "rb") as f:
+        for line in f:
+            loads(line)
+            count += 1
+    return count
+
+
+def child_result(script: str, *args: str) -> dict[str, float]:
+    """Run ``script --child ARGS`` in a fresh interpreter (its own memory peak); the JSON
+    object it prints."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = orjson.loads(out)
+    return result

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import anyio
 import orjson
+from _common import child_result, loads_every_line
 
 from a2ibatch._ledger import JobHeader, LedgerWriter, load_ledger, outcome_record
 from a2ibatch._models import ErrorInfo, Outcome, Status, TaskType
@@ -88,29 +88,15 @@ def build(path: str, records: int) -> int:
 # -- measured in a child process ---------------------------------------------------------
 
 
-def _orjson_loop(path: str) -> None:
-    loads = orjson.loads
-    with open(path, "rb") as f:
-        for line in f:
-            loads(line)
-
-
-def _json_loop(path: str) -> None:
-    loads = json.loads
-    with open(path, "rb") as f:
-        for line in f:
-            loads(line)
-
-
 def _load(path: str) -> None:
     index = load_ledger(path)
     assert index.records > 0
 
 
-MODES: dict[str, Callable[[str], None]] = {
+MODES: dict[str, Callable[[str], object]] = {
     "load_ledger": _load,
-    "orjson loop": _orjson_loop,
-    "json loop": _json_loop,
+    "orjson loop": lambda path: loads_every_line(path, orjson.loads),
+    "json loop": lambda path: loads_every_line(path, json.loads),
 }
 
 
@@ -140,14 +126,7 @@ def child(mode: str, path: str) -> None:
 
 
 def measure(mode: str, path: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, path],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, float] = json.loads(out)
-    return result
+    return child_result(__file__, mode, path)
 
 
 # -- the writer --------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from _common import child_result, loads_every_line
 
 TASKS = ("custom", "textract")
 
@@ -75,26 +75,6 @@ def build(path: str, task: str, lines: int) -> int:
 # -- measured in a child process -----------------------------------------------------------
 
 
-def _json_loop(path: str, task: str) -> int:
-    loads = json.loads
-    count = 0
-    with open(path, "rb") as f:
-        for line in f:
-            loads(line)
-            count += 1
-    return count
-
-
-def _orjson_loop(path: str, task: str) -> int:
-    loads = orjson.loads
-    count = 0
-    with open(path, "rb") as f:
-        for line in f:
-            loads(line)
-            count += 1
-    return count
-
-
 def _read_manifest(path: str, task: str) -> int:
     import anyio
 
@@ -112,8 +92,8 @@ def _read_manifest(path: str, task: str) -> int:
 
 
 MODES: dict[str, Callable[[str, str], int]] = {
-    "json.loads": _json_loop,
-    "orjson.loads": _orjson_loop,
+    "json.loads": lambda path, task: loads_every_line(path, json.loads),
+    "orjson.loads": lambda path, task: loads_every_line(path, orjson.loads),
     "read_manifest": _read_manifest,
 }
 
@@ -141,14 +121,7 @@ def child(mode: str, path: str, task: str) -> None:
 
 
 def measure(mode: str, path: str, task: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, path, task],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, float] = json.loads(out)
-    return result
+    return child_result(__file__, mode, path, task)
 
 
 def main() -> None:
