@@ -40,6 +40,17 @@ def moto_s3_url() -> Iterator[str]:
 
 
 @pytest.fixture
+async def s3(moto_s3_url: str) -> AsyncIterator[Any]:
+    """An aioboto3 S3 client of the moto server, in us-east-1."""
+    import aioboto3
+
+    async with aioboto3.Session().client(
+        "s3", endpoint_url=moto_s3_url, region_name="us-east-1"
+    ) as client:
+        yield client
+
+
+@pytest.fixture
 async def emulator(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A fresh in-process emulator; parametrize indirectly with EmulatorConfig kwargs."""
     from a2ibatch.emulator import EmulatorConfig, serve

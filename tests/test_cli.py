@@ -80,74 +80,24 @@ async def test_dry_run_prints_problems_and_sends_nothing(emulator: Any, tmp_path
     assert sum((await emulator_get(emulator.url, "/_emulator/stats"))["calls"].values()) == 0
 
 
+def bare_submit(manifest: str, *extra: str, flow: str = FLOW) -> list[str]:
+    """`a2ibatch submit` arguments with nothing set but the required ones and `extra`."""
+    return ["submit", manifest, "--task", "custom", "--flow-definition-arn", flow,
+            "--ledger", "l", *extra]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (
-            [
-                "submit",
-                "missing.jsonl",
-                "--task",
-                "custom",
-                "--flow-definition-arn",
-                FLOW,
-                "--ledger",
-                "l",
-            ],
-            2,
-            "cannot open manifest",
-        ),
+        (bare_submit("missing.jsonl"), 2, "cannot open manifest"),
         (
             ["submit", "m.jsonl", "--task", "custom", "--ledger", "l"],
             2,
             "--flow-definition-arn is required",
         ),
-        (
-            [
-                "submit",
-                "m.jsonl",
-                "--task",
-                "custom",
-                "--flow-definition-arn",
-                "nope",
-                "--ledger",
-                "l",
-            ],
-            2,
-            "flow definition ARN",
-        ),
-        (
-            [
-                "submit",
-                "m.jsonl",
-                "--task",
-                "custom",
-                "--flow-definition-arn",
-                FLOW,
-                "--ledger",
-                "l",
-                "--name-prefix",
-                "BAD",
-            ],
-            2,
-            "prefix",
-        ),
-        (
-            [
-                "submit",
-                "m.jsonl",
-                "--task",
-                "custom",
-                "--flow-definition-arn",
-                FLOW,
-                "--ledger",
-                "l",
-                "--endpoint-url",
-                "http://192.0.2.1:80",
-            ],
-            2,
-            "plain-http",
-        ),
+        (bare_submit("m.jsonl", flow="nope"), 2, "flow definition ARN"),
+        (bare_submit("m.jsonl", "--name-prefix", "BAD"), 2, "prefix"),
+        (bare_submit("m.jsonl", "--endpoint-url", "http://192.0.2.1:80"), 2, "plain-http"),
         (["status", "nowhere.jsonl"], 2, "no ledger"),
         (["submit", "m.jsonl", "--task", "nonsense"], 2, "invalid choice"),
     ],

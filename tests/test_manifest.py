@@ -11,11 +11,9 @@ import gzip
 import io
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -867,14 +865,6 @@ async def test_closing_early_closes_the_file(tmp_path: Path) -> None:
 
 
 # -- S3 --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def s3(moto_s3_url: str) -> AsyncIterator[Any]:
-    async with aioboto3.Session().client(
-        "s3", endpoint_url=moto_s3_url, region_name="us-east-1"
-    ) as client:
-        yield client
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ item at $0.036 per task), anything else by a private team (1 worker, no price).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,6 @@ def job(url: str, tmp_path: Path, name: str = "reviews", **overrides: Any) -> Su
     }
     values.update(overrides)
     return SubmitSettings(**values)
-
-
-@pytest.fixture
-async def s3(moto_s3_url: str) -> AsyncIterator[Any]:
-    async with aioboto3.Session().client(
-        "s3", endpoint_url=moto_s3_url, region_name="us-east-1"
-    ) as client:
-        yield client
 
 
 async def make_bucket(
