@@ -246,9 +246,10 @@ def _check_workforce(
             "free of personal information, or send them with a private work team",
             code="PublicWorkforceWithoutPiiClassifier",
         )
-    classifiers = set(settings.content_classifiers)
-    uses_job_default = items is None or items > own
-    if PII_FREE not in classifiers and uses_job_default:
+    job = tuple(settings.content_classifiers)
+    # the classifier lists in use: the items' own, and the job's if any item goes without
+    in_use = [*item_classifiers, job] if items is None or items > own else [*item_classifiers]
+    if PII_FREE not in job and job in in_use:
         raise PreflightError(
             f"the flow definition {flow.arn} sends tasks to the public Mechanical Turk "
             f"workforce, and A2I sends them there only with the {PII_FREE} content "
@@ -257,8 +258,7 @@ def _check_workforce(
             "otherwise use a flow definition with a private or vendor work team",
             code="PublicWorkforceWithoutPiiClassifier",
         )
-    adult_free = ADULT_FREE in classifiers or not uses_job_default
-    if not adult_free or any(ADULT_FREE not in c for c in item_classifiers):
+    if any(ADULT_FREE not in c for c in in_use):
         warnings.append(
             f"public workforce without the {ADULT_FREE} classifier: Mechanical Turk may "
             f"show the tasks to fewer workers; pass --content-classifier {ADULT_FREE} if "
