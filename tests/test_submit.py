@@ -245,6 +245,24 @@ async def test_items_are_read_only_as_workers_free_up(emulator: Any, tmp_path: P
     assert 1 <= max(ahead) <= 3  # the reading worker is one of the 4
 
 
+@pytest.mark.parametrize("emulator", [{"quota": 50.0, "latency_ms": 10.0}], indirect=True)
+@pytest.mark.parametrize(("rate", "most_throttled"), [(None, 0.15), (50.0, 0.05)])
+async def test_the_rate_finds_the_quota_without_hammering_it(
+    emulator: Any, tmp_path: Path, rate: float | None, most_throttled: float
+) -> None:
+    """Over HTTP, against a 50/s quota: untold, slow start finds it for a few throttled
+    calls (an unpaced client has most of its calls throttled here); told, the pace stays
+    on it.  Every item still gets exactly one loop."""
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 150)
+    s = settings("custom", emulator.url, tmp_path, manifest, rate=rate)
+    summary = await submit(s)
+    assert summary.counts["started"] == 150
+    assert summary.counts["throttled"] <= most_throttled * summary.counts["calls"]
+    stats = await emulator_get(emulator.url, "/_emulator/stats")
+    assert stats["throttled"] == summary.counts["throttled"]
+    assert stats["loops_created"] == 150 and stats["inputs_with_multiple_loops"] == 0
+
+
 async def test_explicit_names_and_library_items(emulator: Any, tmp_path: Path) -> None:
     items = [
         Item(id=f"x{i}", line=i + 1, input_content=f'{{"n": {i}}}', name=f"chosen-{i}")
