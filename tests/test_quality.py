@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "src" / "a2ibatch"
+PACKAGE = ROOT / "a2ibatch"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,7 @@ def test_mypy_strict() -> None:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "src")
+    result = run("ruff", "check", "a2ibatch")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
