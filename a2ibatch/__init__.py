@@ -1,10 +1,12 @@
 """a2ibatch: submit Amazon A2I human loops in bulk, exactly once per item.
 
-The public API is what `__all__` lists; modules whose names start with `_` are private.
+The public API is what `__all__` lists; modules and packages whose names start with `_`,
+and the submodules of `a2ibatch.ledger`, `a2ibatch.manifest` and `a2ibatch.lifecycle`, are
+private.  The library logs through the stdlib logger ``a2ibatch`` and is silent until the
+application configures logging.
 """
 
-from ._api import DryRunReport, Job, Summary, dry_run, stream, submit
-from ._config import AwsSettings, SubmitSettings, load_settings
+from ._dry_run import DryRunReport, dry_run
 from ._errors import (
     A2IBatchError,
     ConfigError,
@@ -13,22 +15,28 @@ from ._errors import (
     LedgerWriteError,
     ManifestError,
     PreflightError,
+    SourceError,
 )
-from ._lifecycle import (
+from ._job import Job, Summary, stream, submit
+from ._models import Activation, ErrorInfo, Invalid, Item, Outcome, S3Ref, Status, TaskType
+from ._preflight import PreflightReport, preflight
+from ._retry import RetryEvent, RetryPolicy
+from ._settings import AwsSettings, SubmitSettings, load_aws_settings, load_settings
+from ._status import StatusReport, status
+from ._text import printable
+from .lifecycle import (
     ActionReport,
     ReconcileReport,
+    ResultsReport,
     TrackReport,
     delete_loops,
     reconcile,
+    results,
     stop_loops,
     track,
 )
-from ._models import Activation, ErrorInfo, Invalid, Item, Outcome, S3Ref, Status, TaskType
-from ._preflight import PreflightReport, preflight
-from ._results import ResultsReport, results
-from ._retry import RetryEvent, RetryPolicy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "A2IBatchError",
@@ -53,7 +61,9 @@ __all__ = [
     "RetryEvent",
     "RetryPolicy",
     "S3Ref",
+    "SourceError",
     "Status",
+    "StatusReport",
     "SubmitSettings",
     "Summary",
     "TaskType",
@@ -61,10 +71,13 @@ __all__ = [
     "__version__",
     "delete_loops",
     "dry_run",
+    "load_aws_settings",
     "load_settings",
     "preflight",
+    "printable",
     "reconcile",
     "results",
+    "status",
     "stop_loops",
     "stream",
     "submit",

@@ -1,153 +1,152 @@
-"""Service calls under rate control and the one retry policy, for every operation but the start.
+"""The one attempt loop: every call a2ibatch makes goes through `Caller.call`.
 
-`Caller` is what every read or management call goes through (DescribeHumanLoop during
-submit, track, stop, delete, reconcile, results, preflight): a `RateController` per
-operation, an in-flight cap sized by Little's law, and `RetryPolicy` for throttles, server
-errors and connection failures.  The start calls themselves are made by the runner, whose
-errors carry more meaning (a name in use, a full loop quota) than a retry loop can know.
+Start calls (StartHumanLoop, AnalyzeDocument, DetectModerationLabels) and every read or
+management call (DescribeHumanLoop, ListHumanLoops, Stop, Delete, DescribeFlowDefinition, S3)
+take the same path:
+
+    meters (quota pause, outage gate, rate) -> send -> classify the answer ->
+    retry under the `RetryPolicy`, or return, or raise `CallFailed`
+
+What an error means comes from `classify` (the task adapter's, for start calls: Textract's
+overloaded InvalidParameterException says "name in use" in its message).  The job's
+conditions are not an item's: a full loop quota pauses every call, an unreachable endpoint
+closes the outage gate, and neither spends an attempt.  Errors no call can survive (access
+denied, bad credentials) stop the job at once (`JobAborted`).
+
+For a call whose effect must not happen twice, `ambiguous` tells whether an earlier attempt
+(of an earlier run, even) may have taken effect, and `resend_check` is asked before each
+resend after an ambiguous attempt: a value it returns (the loop, found) ends the call with
+`Found` instead of sending again.  Everything else about a name in use is the caller's to
+decide: the call raises `CallFailed` with the error and whether it was ambiguous.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Generic, TypeVar
 
 import anyio
 
-from ._errors import A2IBatchError, JobAborted, first_error
-from ._rate import DEFAULT_CEILING, ConcurrencyGovernor, RateController, RateSettings
-from ._retry import (
-    CallError,
-    ErrorKind,
-    RetryEvent,
-    RetryPolicy,
-    describe_exception,
-    fatal_message,
-)
+from ._counters import Counters
+from ._errors import JobAborted
+from ._meters import Meters
+from ._retry import CallError, ErrorKind, RetryEvent, RetryPolicy, describe_exception, fatal_message
 
 T = TypeVar("T")
-NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ResourceNotFound"})
+NOT_FOUND_CODES: Final = frozenset({"ResourceNotFoundException", "ResourceNotFound"})
 
-
-class CallCounts(Protocol):
-    """Where a caller counts its calls (a job's `Counters`, or its own)."""
-
-    calls: int
-    throttled: int
-    retries: int
-
-
-class _Counts:
-    def __init__(self) -> None:
-        self.calls = 0
-        self.throttled = 0
-        self.retries = 0
+Classify = Callable[[BaseException], CallError]
 
 
 class CallFailed(Exception):
-    """A call that failed for good: not retryable, or out of attempts."""
+    """A call that failed for good: not retryable, out of attempts, or a name in use."""
 
-    def __init__(self, operation: str, error: CallError, attempts: int) -> None:
+    def __init__(self, operation: str, error: CallError, attempts: int, ambiguous: bool) -> None:
         super().__init__(f"{operation} failed after {attempts} attempt(s): {error.code}")
         self.operation = operation
         self.error = error
         self.attempts = attempts
+        #: an attempt may have taken effect although no answer said so
+        self.ambiguous = ambiguous
 
     @property
     def not_found(self) -> bool:
         return self.error.code in NOT_FOUND_CODES
 
 
-class Caller:
-    """Makes service calls under a `RateController` per operation and the `RetryPolicy`.
+class Found(Generic[T]):
+    """What `resend_check` found instead of a resend: the call ends without sending again."""
 
-    Throttling slows the operation's controller, and throttles, server errors and
-    connection failures are retried with the policy's backoff; other errors, and errors
-    that outlast the policy's attempts, raise `CallFailed`.  Errors that no call can
-    survive (access denied, bad credentials) raise `JobAborted` at once.  `limiter` is the
-    in-flight cap that `fan_out` holds each task under; it grows with rate x latency (as
-    submit's does) unless `concurrency` fixes it.
-    """
+    __slots__ = ("attempts", "value")
+
+    def __init__(self, value: T, attempts: int) -> None:
+        self.value = value
+        self.attempts = attempts
+
+
+class Caller:
+    """Makes calls under one job's `Meters` and `RetryPolicy`, counting them in `counters`."""
 
     def __init__(
         self,
+        meters: Meters,
         policy: RetryPolicy | None = None,
         *,
-        rate: float | None = None,
-        concurrency: int | None = None,
-        counts: CallCounts | None = None,
-        rates: dict[str, RateController] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        self.meters = meters
         self.policy = policy or RetryPolicy()
-        self._ceiling = rate or DEFAULT_CEILING
-        self.rates: dict[str, RateController] = rates if rates is not None else {}
-        self.limiter = anyio.CapacityLimiter(1)
-        self.governor = ConcurrencyGovernor(self.limiter, fixed=concurrency)
-        self._rng = random.Random()
-        self.counts: CallCounts = counts if counts is not None else _Counts()
-
-    def rate(self, operation: str) -> RateController:
-        """The controller of `operation` (one per API, as in submit)."""
-        controller = self.rates.get(operation)
-        if controller is None:
-            controller = RateController(RateSettings(ceiling=self._ceiling))
-            self.rates[operation] = controller
-        return controller
+        self.counters: Counters = meters.counters
+        self._rng = rng or random.Random()
 
     async def call(
-        self, operation: str, method: Callable[..., Awaitable[Any]], **kwargs: Any
+        self, operation: str, method: Callable[..., Awaitable[Any]], /, **kwargs: Any
     ) -> Any:
-        """`await method(**kwargs)` with rate control and retries; the service's answer."""
-        rate = self.rate(operation)
+        """``await method(**kwargs)`` through the meters, with retries: the service's answer.
+
+        Raises `CallFailed` or `JobAborted`.
+        """
+        answer, _ = await self.attempt(operation, method, kwargs)
+        return answer
+
+    async def attempt(
+        self,
+        operation: str,
+        method: Callable[..., Awaitable[Any]],
+        kwargs: dict[str, Any],
+        *,
+        classify: Classify = describe_exception,
+        ambiguous: bool = False,
+        resend_check: Callable[[], Awaitable[Any]] | None = None,
+    ) -> tuple[Any, int]:
+        """``await method(**kwargs)`` as `call` does; (the answer or a `Found`, attempts).
+
+        `ambiguous` says an earlier attempt may have taken effect; `resend_check` is then
+        asked before each send (see the module's docstring).
+        """
+        meters = self.meters
+        counters = self.counters
+        policy = self.policy
+        rate = meters.rate(operation)
         attempts = 0
         while True:
-            await rate.acquire()
+            if ambiguous and resend_check is not None:
+                found = await resend_check()
+                if found is not None:
+                    return Found(found, attempts), attempts
+            await meters.admit(rate)
             attempts += 1
-            self.counts.calls += 1
+            counters.calls += 1
             sent = time.monotonic()
             try:
                 response = await method(**kwargs)
             except Exception as exc:
-                error = describe_exception(exc)
+                error = classify(exc)
             else:
-                rate.on_success(time.monotonic() - sent)
-                self.governor.update(rate.rate, rate.latency)
-                return response
-            if error.kind is ErrorKind.FATAL:
+                meters.answered(operation, rate, time.monotonic() - sent)
+                return response, attempts
+            kind = error.kind
+            if kind is ErrorKind.NOT_SENT:
+                attempts -= 1  # the job's condition, not this call's: wait for the endpoint
+                meters.outage.trip(error)
+                continue
+            meters.outage.reached()
+            if kind is ErrorKind.FATAL:
                 raise JobAborted(fatal_message(error), code=error.code)
-            if error.kind is ErrorKind.THROTTLED:
-                self.counts.throttled += 1
+            if kind is ErrorKind.QUOTA:
+                attempts -= 1  # a pause for the whole job, not this item's fault
+                meters.pause.trip()
+                continue
+            if kind is ErrorKind.THROTTLED:
+                counters.throttled += 1
                 rate.on_throttle(error.retry_after, sent=sent)
-            if not self.policy.retryable(error) or attempts >= self.policy.max_attempts:
-                raise CallFailed(operation, error, attempts)
-            wait = self.policy.wait(attempts, error, self._rng)
-            self.policy.notify(RetryEvent(operation, attempts, error, wait))
-            self.counts.retries += 1
+            elif kind is ErrorKind.AMBIGUOUS:
+                ambiguous = True
+            if not policy.retryable(error) or attempts >= policy.max_attempts:
+                raise CallFailed(operation, error, attempts, ambiguous)
+            wait = policy.wait(attempts, error, self._rng)
+            policy.notify(RetryEvent(operation, attempts, error, wait))
+            counters.retries += 1
             await anyio.sleep(wait)
-
-    async def fan_out(self, entries: Iterable[T], work: Callable[[T], Awaitable[None]]) -> None:
-        """Run `work(entry)` for every entry, at most `limiter` of them at a time.
-
-        Room under the cap is taken before a task starts, so a million entries never
-        become a million waiting tasks.
-        """
-
-        async def run(entry: T, token: object) -> None:
-            try:
-                await work(entry)
-            finally:
-                self.limiter.release_on_behalf_of(token)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for entry in entries:
-                    token = object()
-                    await self.limiter.acquire_on_behalf_of(token)
-                    tg.start_soon(run, entry, token)
-        except BaseExceptionGroup as group:
-            error = first_error(group)
-            if isinstance(error, A2IBatchError):
-                raise error from None
-            raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -25,12 +26,18 @@ class Status(enum.StrEnum):
 
     STARTED = "started"  # a human loop exists for the item
     NOT_ACTIVATED = "not_activated"  # the service analysed it; activation conditions not met
-    FAILED = "failed"  # the service refused it (or retries ran out); `--retry-failed` retries
+    FAILED = "failed"  # the service refused it (or retries ran out); `retry_failed` retries
     INVALID = "invalid"  # the manifest line is unusable; fix the line and rerun
+    #: a call may have reached the service and no answer could tell whether a loop exists
+    #: (the service stayed unreachable while checking): a rerun checks it first
+    UNVERIFIED = "unverified"
+    #: the item's explicit loop name is held by a loop whose owner the ledger cannot tell
+    #: (this job's, with its records lost, or another's): the loop's facts are recorded
+    NAME_TAKEN = "name_taken"
 
     @property
     def done(self) -> bool:
-        """Whether a rerun skips items in this state."""
+        """Whether a rerun skips items in this state: their loop exists or is not needed."""
         return self in (Status.STARTED, Status.NOT_ACTIVATED)
 
 
@@ -60,7 +67,7 @@ class Item:
     """
 
     id: str
-    line: int  # 1-based line number in the manifest (data rows for CSV)
+    line: int = 0  # 1-based line number in the manifest (data rows for CSV); 0: none
     input_content: str | None = None  # the compact JSON document sent as InputContent
     s3: S3Ref | None = None  # the document or image
     feature_types: tuple[str, ...] | None = None  # textract; None = the job's default
@@ -111,5 +118,8 @@ class Outcome:
     error: ErrorInfo | None = None
     recovered: bool = False  # the loop was found to exist after an ambiguous attempt
     at: str = ""  # ISO-8601 UTC time the outcome was decided
+    #: what DescribeHumanLoop said of a loop holding the item's name (`Status.NAME_TAKEN`):
+    #: creation_time, flow_definition_arn, status
+    loop: Mapping[str, Any] | None = None
     #: the full service answer for Textract/Rekognition (goes to the sidecar, not the ledger)
     response: dict[str, Any] | None = field(default=None, compare=False, repr=False)

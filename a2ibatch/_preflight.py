@@ -19,29 +19,29 @@ a refusal become warnings in the `PreflightReport`.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
+from ._aws import client_kwargs, make_session, open_client
 from ._calls import Caller, CallFailed
-from ._clients import client_kwargs, make_session, open_client
-from ._config import SubmitSettings
-from ._errors import ConfigError, JobAborted, PreflightError
-from ._models import Item, TaskType
+from ._counters import Counters
+from ._errors import ConfigError, JobAborted, PreflightError, setting
+from ._meters import InFlightCap, Meters
+from ._models import TaskType
+from ._pool import fan_out
+from ._settings import SubmitSettings
 
 __all__ = [
     "A2I_CORS_RULE",
     "PUBLIC_WORKTEAM_MARK",
     "FlowDefinitionInfo",
-    "ManifestScan",
     "PreflightReport",
     "preflight",
-    "scan_manifest",
 ]
 
 #: the account and path of the public Mechanical Turk work team, in every region
@@ -129,28 +129,30 @@ async def preflight(
     buckets: Collection[str],
     s3_client: Any | None = None,
     item_classifiers: Mapping[tuple[str, ...], int] | None = None,
+    caller: Caller | None = None,
 ) -> PreflightReport:
     """Run the checks for a job of `items` items reading from `buckets`; raise on refusal.
 
     `items` None (a manifest that cannot be read twice, such as stdin) skips the cost
     estimate.  `buckets` matter for Textract and Rekognition jobs only.
     `item_classifiers` counts the items by the content classifiers they set for
-    themselves (`scan_manifest` collects them; the others use the job's).  S3 calls use
-    `s3_client` when given, else a client of `session` (``AWS_ENDPOINT_URL_S3`` wins over
-    the job's endpoint URL, so S3 can live elsewhere than an emulator).
+    themselves (the others use the job's).  S3 calls use `s3_client` when given, else a
+    client of `session` at the S3 endpoint (see `AwsSettings.s3_endpoint_url`).  `caller`
+    is the job's, so that preflight's calls share its meters; by default, one of its own.
     """
     region, name = _arn_parts(settings.flow_definition_arn)
-    caller = Caller(concurrency=_BUCKET_CONCURRENCY)
+    caller = caller or Caller(Meters(Counters()))
     warnings: list[str] = []
     async with AsyncExitStack() as stack:
-        session = make_session(settings, session)
-        kwargs = client_kwargs(settings, _BUCKET_CONCURRENCY)
+        session = make_session(settings.aws, session)
+        kwargs = client_kwargs(settings.aws, "sagemaker", _BUCKET_CONCURRENCY)
         sagemaker = await open_client(stack, session, "sagemaker", kwargs)
         client_region = str(sagemaker.meta.region_name)
         if client_region != region:
             raise PreflightError(
                 f"the flow definition {settings.flow_definition_arn} is in region {region} "
-                f"but the job would call region {client_region}: pass --region {region} "
+                f"but the job would call region {client_region}: pass "
+                f"{setting('region', region)} "
                 "(the flow definition, the input buckets and a private work team must share "
                 "one region)",
                 code="RegionMismatch",
@@ -160,9 +162,7 @@ async def preflight(
         checked: list[str] = []
         if settings.task is not TaskType.CUSTOM and buckets:
             if s3_client is None:
-                s3_kwargs = dict(kwargs)
-                if os.environ.get("AWS_ENDPOINT_URL_S3"):
-                    s3_kwargs.pop("endpoint_url", None)
+                s3_kwargs = client_kwargs(settings.aws, "s3", _BUCKET_CONCURRENCY)
                 s3_client = await open_client(stack, session, "s3", s3_kwargs)
             checked = sorted(set(buckets))
             await _check_buckets(caller, s3_client, checked, region, warnings)
@@ -182,14 +182,15 @@ async def _describe_flow(
         if exc.error.code in _NOT_FOUND:
             raise PreflightError(
                 f"the flow definition {arn} does not exist in region {region} for this "
-                "account: check --flow-definition-arn (and --region / --profile), or create "
+                f"account: check {setting('flow_definition_arn')} (and {setting('region')} / "
+                f"{setting('profile')}), or create "
                 "the human review workflow first (SageMaker console > Augmented AI, or "
                 "CreateFlowDefinition)",
                 code=exc.error.code,
             ) from None
         raise PreflightError(
             f"cannot check the flow definition {arn}: {exc.error.code} {exc.error.message}; "
-            "fix that or skip the checks with --no-preflight",
+            f"fix that or skip the checks with {setting('preflight', False)}",
             code=exc.error.code,
         ) from None
     except PreflightError:
@@ -197,7 +198,7 @@ async def _describe_flow(
     except JobAborted as exc:
         raise PreflightError(
             f"cannot check the flow definition: {exc}; the checks need "
-            "sagemaker:DescribeFlowDefinition (or skip them with --no-preflight)",
+            f"sagemaker:DescribeFlowDefinition (or skip them with {setting('preflight', False)})",
             code=exc.code,
         ) from None
     status = str(found.get("FlowDefinitionStatus"))
@@ -254,14 +255,16 @@ def _check_workforce(
             f"the flow definition {flow.arn} sends tasks to the public Mechanical Turk "
             f"workforce, and A2I sends them there only with the {PII_FREE} content "
             "classifier: without it every task would wait unseen. If the data is free of "
-            f"personal information (PHI included), pass --content-classifier {PII_FREE}; "
+            f"personal information (PHI included), add {PII_FREE} to "
+            f"{setting('content_classifiers')}; "
             "otherwise use a flow definition with a private or vendor work team",
             code="PublicWorkforceWithoutPiiClassifier",
         )
     if any(ADULT_FREE not in c for c in in_use):
         warnings.append(
             f"public workforce without the {ADULT_FREE} classifier: Mechanical Turk may "
-            f"show the tasks to fewer workers; pass --content-classifier {ADULT_FREE} if "
+            f"show the tasks to fewer workers; add {ADULT_FREE} to "
+            f"{setting('content_classifiers')} if "
             "the data is free of adult content"
         )
 
@@ -323,7 +326,7 @@ async def _check_buckets(
                 'worker UI needs any origin (AllowedOrigins ["*"])'
             )
 
-    await caller.fan_out(buckets, check)
+    await fan_out(InFlightCap(_BUCKET_CONCURRENCY), buckets, check)
     if problems:
         shown = problems[:10]
         more = f" (and {len(problems) - 10} more buckets)" if len(problems) > 10 else ""
@@ -338,57 +341,18 @@ def _estimate(
 ) -> float | None:
     if items is None or flow.price_per_task is None:
         if settings.max_cost is not None and flow.public_workforce:
-            warnings.append("the cost cannot be estimated, so --max-cost was not applied")
+            warnings.append(
+                f"the cost cannot be estimated, so {setting('max_cost')} was not applied"
+            )
         return None
     workers = flow.task_count or 1
     cost = round(items * workers * flow.price_per_task, 3)
     if settings.max_cost is not None and cost > settings.max_cost and not settings.confirm_cost:
         raise PreflightError(
             f"the estimated labour cost is ${cost:,.2f} ({items} items x {workers} workers x "
-            f"${flow.price_per_task:g} per task), above --max-cost ${settings.max_cost:,.2f}; "
-            "pass --yes to accept it, or raise --max-cost",
+            f"${flow.price_per_task:g} per task), above {setting('max_cost')} "
+            f"${settings.max_cost:,.2f}; pass {setting('confirm_cost', True)} to accept it, or "
+            f"raise {setting('max_cost')}",
             code="MaxCost",
         )
     return cost
-
-
-class ManifestScan(NamedTuple):
-    """What preflight needs to know of a manifest's items still to send."""
-
-    items: int
-    buckets: set[str]
-    #: items by the content classifiers they set for themselves (the others use the job's)
-    classifiers: dict[tuple[str, ...], int]
-
-
-async def scan_manifest(
-    settings: SubmitSettings,
-    s3_client: Any,
-    *,
-    done: Callable[[str], bool] | None = None,
-) -> ManifestScan:
-    """Count the manifest's valid items, collect their S3 buckets and their own content
-    classifiers (one full read).
-
-    A manifest read from stdin cannot be read again for the job: ConfigError.  Invalid
-    lines are not counted (submit records them without sending anything), nor items for
-    which `done(id)` is true (a rerun's items the ledger already has).
-    """
-    from ._manifest import read_manifest
-
-    if settings.manifest == "-":
-        raise ConfigError("a manifest on stdin cannot be scanned before the job reads it")
-    count = 0
-    buckets: set[str] = set()
-    classifiers: dict[tuple[str, ...], int] = {}
-    async for entry in read_manifest(settings.manifest, settings.task, s3_client=s3_client):
-        if isinstance(entry, Item):
-            if done is not None and done(entry.id):
-                continue
-            count += 1
-            if entry.s3 is not None:
-                buckets.add(entry.s3.bucket)
-            if entry.content_classifiers is not None:
-                own = entry.content_classifiers
-                classifiers[own] = classifiers.get(own, 0) + 1
-    return ManifestScan(count, buckets, classifiers)

@@ -29,7 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import anyio
 
 
 @dataclass(frozen=True)
@@ -325,41 +324,3 @@ class RateController:
             return
         target = c * (t - k) ** 3 + self._w_max
         self._rate = max(self._rate, min(ceiling, max(target, self.settings.minimum)))
-
-
-class ConcurrencyGovernor:
-    """Sizes the in-flight cap from rate x latency (Little's law) unless the user set it.
-
-    A StartHumanLoop answers in tens of milliseconds and an AnalyzeDocument in seconds; the
-    same default must keep enough calls in flight for both without opening thousands of
-    connections.  The cap covers items waiting for a retry too, hence the headroom.  Until
-    the first answer tells the latency, the cap is `initial`: enough for the first rate at
-    a round trip of seconds, so a slow API's first answers are not also its only calls.
-    """
-
-    def __init__(
-        self,
-        limiter: anyio.CapacityLimiter | None,
-        *,
-        fixed: int | None,
-        minimum: int = 16,
-        maximum: int = 1024,
-        initial: int = 64,
-    ) -> None:
-        self._limiter = limiter  # kept at the limit, for callers that gate on one
-        self._fixed = fixed
-        self.minimum = minimum
-        self.maximum = maximum
-        self.limit = fixed if fixed is not None else min(maximum, max(minimum, initial))
-        if limiter is not None:
-            limiter.total_tokens = self.limit
-
-    def update(self, rate: float, latency: float) -> None:
-        if self._fixed is not None:
-            return
-        wanted = math.ceil(rate * latency * 2.0) + self.minimum
-        limit = max(self.minimum, min(self.maximum, wanted))
-        if limit != self.limit:
-            self.limit = limit
-            if self._limiter is not None:
-                self._limiter.total_tokens = limit

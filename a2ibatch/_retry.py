@@ -16,6 +16,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from ._errors import setting
 from ._models import ErrorInfo
 
 
@@ -207,12 +208,12 @@ def fatal_message(error: CallError) -> str:
         return (
             f"access denied ({error.code}): the identity in use lacks permission; attach "
             "AmazonAugmentedAIFullAccess (and the Textract/Rekognition permissions for "
-            "built-in task types) or pick another --profile"
+            f"built-in task types) or pick another {setting('profile')}"
         )
     if error.code in ("UnrecognizedClientException", "InvalidClientTokenId"):
         return (
             f"the credentials are not recognised ({error.code}): check AWS_PROFILE / "
-            "--profile and the access key"
+            f"{setting('profile')} and the access key"
         )
     if "Expired" in error.code or error.code == "RequestExpired":
         return f"the credentials have expired ({error.code}): refresh them and rerun"

@@ -1,8 +1,8 @@
 """One adapter per task type: how an item becomes a request, and what an answer means.
 
 The runner knows nothing about Textract, Rekognition or StartHumanLoop; it asks the adapter
-for the request, sends it through the adapter, and lets the adapter say what the answer (or
-the error) means.  Errors whose meaning hides in the message live here too: Textract and
+for the request and the client method that sends it, and lets the adapter say what the
+answer (or the error) means.  Errors whose meaning hides in the message live here too: Textract and
 Rekognition overload InvalidParameterException for "the loop name is taken", "A2I no longer
 takes this account" and plain bad parameters.
 """
@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from ._errors import setting
 from ._models import Activation, Item, S3Ref, Status, TaskType
 from ._retry import CallError, ErrorKind, describe_exception
 
@@ -48,6 +49,7 @@ class TaskAdapter(abc.ABC):
     task: ClassVar[TaskType]
     service: ClassVar[str]  # the aioboto3 client name
     operation: ClassVar[str]  # the API, also the key of its rate controller
+    method: ClassVar[str]  # the client's method for `operation`
     #: a resend costs money of its own (a document analysed twice is paid twice), so after
     #: an ambiguous attempt the runner asks DescribeHumanLoop before sending again
     describe_before_resend: ClassVar[bool]
@@ -59,10 +61,6 @@ class TaskAdapter(abc.ABC):
     @abc.abstractmethod
     def request(self, item: Item, loop_name: str, options: RequestOptions) -> dict[str, Any]:
         """The keyword arguments of the API call."""
-
-    @abc.abstractmethod
-    async def send(self, client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Make the call with an aiobotocore client of `service`."""
 
     @abc.abstractmethod
     def read_answer(self, response: Mapping[str, Any]) -> Answer:
@@ -89,7 +87,7 @@ class TaskAdapter(abc.ABC):
                 ErrorKind.FATAL,
                 error.code,
                 f"the flow definition is unusable ({error.code}: {error.message}); check "
-                "--flow-definition-arn, its region, and that it is Active",
+                f"{setting('flow_definition_arn')}, its region, and that it is Active",
                 error.status,
             )
         return error
@@ -141,6 +139,7 @@ class CustomTask(TaskAdapter):
     task = TaskType.CUSTOM
     service = A2I_SERVICE
     operation = "StartHumanLoop"
+    method = "start_human_loop"
     describe_before_resend = False  # a resend with the same name cannot start a second loop
 
     def payload_key(self, item: Item) -> str:
@@ -151,10 +150,6 @@ class CustomTask(TaskAdapter):
         request = self.human_loop_config(loop_name, _classifiers(item, options))
         request["HumanLoopInput"] = {"InputContent": item.input_content}
         return request
-
-    async def send(self, client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
-        response: dict[str, Any] = await client.start_human_loop(**request)
-        return response
 
     def read_answer(self, response: Mapping[str, Any]) -> Answer:
         return Answer(Status.STARTED, response.get("HumanLoopArn"), None, None)
@@ -196,6 +191,7 @@ class TextractTask(_BuiltinTask):
     task = TaskType.TEXTRACT
     service = "textract"
     operation = "AnalyzeDocument"
+    method = "analyze_document"
 
     def request(self, item: Item, loop_name: str, options: RequestOptions) -> dict[str, Any]:
         assert item.s3 is not None
@@ -206,10 +202,6 @@ class TextractTask(_BuiltinTask):
             "HumanLoopConfig": self.human_loop_config(loop_name, options),
         }
 
-    async def send(self, client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
-        response: dict[str, Any] = await client.analyze_document(**request)
-        return response
-
 
 class RekognitionTask(_BuiltinTask):
     """Rekognition DetectModerationLabels with a HumanLoopConfig."""
@@ -217,6 +209,7 @@ class RekognitionTask(_BuiltinTask):
     task = TaskType.REKOGNITION
     service = "rekognition"
     operation = "DetectModerationLabels"
+    method = "detect_moderation_labels"
 
     def request(self, item: Item, loop_name: str, options: RequestOptions) -> dict[str, Any]:
         assert item.s3 is not None
@@ -228,10 +221,6 @@ class RekognitionTask(_BuiltinTask):
         if item.min_confidence is not None:
             request["MinConfidence"] = item.min_confidence
         return request
-
-    async def send(self, client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
-        response: dict[str, Any] = await client.detect_moderation_labels(**request)
-        return response
 
 
 ADAPTERS: Mapping[TaskType, TaskAdapter] = {

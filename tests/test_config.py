@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from a2ibatch import ConfigError, TaskType
-from a2ibatch._config import check_endpoint, load_settings, parse_max_failures
+from a2ibatch._settings import check_endpoint, load_settings, parse_max_failures
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/reviews"
@@ -65,12 +65,15 @@ def test_shipped_config_files_load(name: str) -> None:
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
-        ({"task": "translate"}, "--task"),
-        ({"flow_definition_arn": "not-an-arn"}, "--flow-definition-arn"),
+        ({"task": "translate"}, "task must be one of"),
+        ({"flow_definition_arn": "not-an-arn"}, "flow_definition_arn must be"),
         ({"name_prefix": "Upper_Case"}, "prefix"),
         ({"name_prefix": "x" * 40}, "prefix"),
-        ({"rate": 0}, "--rate"),
-        ({"concurrency": 0}, "--concurrency"),
+        ({"rate": 0}, "rate must be"),
+        ({"concurrency": 0}, "concurrency must be"),
+        ({"max_failures": "lots"}, "max_failures takes"),
+        ({"max_failures": "150%"}, "max_failure_ratio must be"),
+        ({"grace_period": -1}, "grace_period must be"),
         ({"content_classifiers": ("FreeOfEverything",)}, "content classifier"),
         ({"feature_types": ("PICTURES",)}, "feature types"),
         ({"endpoint_url": "http://10.1.2.3:9000"}, "plain-http"),
@@ -79,13 +82,24 @@ def test_shipped_config_files_load(name: str) -> None:
 def test_bad_settings_are_refused_with_a_clear_message(
     flags: dict[str, object], needle: str
 ) -> None:
-    with pytest.raises(ConfigError, match=needle.replace("-", r"\-")):
+    """A library caller reads the parameter's name, never a command-line flag."""
+    with pytest.raises(ConfigError, match=needle) as caught:
         load_settings({**REQUIRED, **flags}, environ={})
+    assert "--" not in str(caught.value)
 
 
-def test_missing_required_setting_names_the_flag() -> None:
-    with pytest.raises(ConfigError, match="--flow-definition-arn is required"):
-        load_settings({"task": "custom", "ledger": "l"}, environ={})
+def test_every_missing_required_setting_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"task": "custom"}, environ={})
+    message = str(caught.value)
+    assert "flow_definition_arn" in message and "ledger" in message
+    assert "A2IBATCH_LEDGER" in message
+
+
+def test_text_max_failures_from_any_source_becomes_a_count_or_a_ratio() -> None:
+    assert load_settings({**REQUIRED, "max_failures": "25"}, environ={}).max_failures == 25
+    ratio = load_settings(REQUIRED, environ={"A2IBATCH_MAX_FAILURES": "5%"}).max_failure_ratio
+    assert ratio == pytest.approx(0.05)
 
 
 def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
@@ -112,7 +126,7 @@ def test_endpoint_rules() -> None:
     check_endpoint("http://[::1]:4566", False)
     check_endpoint("https://a2i-runtime.sagemaker.us-east-1.amazonaws.com", False)
     check_endpoint("http://build-host:4566", True)
-    with pytest.raises(ConfigError, match="--allow-insecure-endpoint"):
+    with pytest.raises(ConfigError, match="allow_insecure_endpoint=True"):
         check_endpoint("http://build-host:4566", False)
     with pytest.raises(ConfigError):
         check_endpoint("ftp://x", True)

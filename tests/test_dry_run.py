@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from a2ibatch import Invalid, Item, TaskType, dry_run, submit
-from a2ibatch._api import DryRunReport
-from a2ibatch._ledger import load_ledger
-from a2ibatch._manifest import (
+from a2ibatch import DryRunReport
+from a2ibatch.ledger import load_ledger
+from a2ibatch.manifest import (
     BATCH_LINES,
     CHECKPOINT_LINES,
     read_manifest,

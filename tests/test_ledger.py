@@ -32,7 +32,7 @@ from a2ibatch import (
     TaskType,
     _ledger,
 )
-from a2ibatch._ledger import (
+from a2ibatch.ledger import (
     JobHeader,
     LedgerWriter,
     iter_records,
@@ -740,7 +740,7 @@ _CHILD = textwrap.dedent(
     """
     import os, sys, time, anyio
     from a2ibatch import Outcome, Status, TaskType
-    from a2ibatch._ledger import JobHeader, LedgerWriter, load_ledger
+    from a2ibatch.ledger import JobHeader, LedgerWriter, load_ledger
 
     path, acks, round_ = sys.argv[1], sys.argv[2], sys.argv[3]
     header = JobHeader(TaskType.CUSTOM, "arn:fd", "a2ib", "m.jsonl", {{}})

@@ -23,8 +23,8 @@ import pytest
 import structlog
 
 from a2ibatch import AwsSettings, SubmitSettings, TaskType, submit
-from a2ibatch._lifecycle import delete_loops, load_loops, reconcile, stop_loops, track
-from a2ibatch._results import CSV_COLUMNS, parse_s3_uri, results
+from a2ibatch.lifecycle import delete_loops, load_loops, reconcile, stop_loops, track
+from a2ibatch.lifecycle import CSV_COLUMNS, parse_s3_uri, results
 from a2ibatch.cli._app import main
 from helpers import FLOW, emulator_get, emulator_post, ledger_records
 

@@ -19,9 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from a2ibatch import _manifest
+from a2ibatch import manifest as _manifest
 from a2ibatch._errors import ConfigError, ManifestError
-from a2ibatch._manifest import read_manifest
+from a2ibatch._idtable import IdTable, digest
+from a2ibatch.manifest import _build, _csv, _lines, _rules, _sources, read_manifest
 from a2ibatch._models import MAX_INPUT_CONTENT_CHARS, Invalid, Item, S3Ref, TaskType
 
 pytestmark = pytest.mark.anyio
@@ -655,8 +656,7 @@ async def test_csv_feature_types(cell: str, reason: str) -> None:
 async def test_csv_records_may_span_chunks_and_batches(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 7)
-    monkeypatch.setattr(_manifest, "BATCH_LINES", 2)
+    limits(monkeypatch, chunk=7, batch=2)
     text = "x" * 30
     rows = ["id,input,note"]
     for i in range(20):
@@ -675,8 +675,7 @@ async def test_csv_records_may_span_chunks_and_batches(
 
 
 async def test_csv_an_unclosed_quote_stops_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 64)
-    monkeypatch.setattr(_manifest, "MAX_LINE_BYTES", 200)
+    limits(monkeypatch, chunk=64, max_line=200)
     data = b'id,input\na,1\nb,"{\n' + b"c,1\n" * 100
     entries: list[Item | Invalid] = []
     with pytest.raises(ManifestError, match="row starting on line 3 does not end"):
@@ -743,17 +742,17 @@ async def test_multi_member_gzip_and_padding(tmp_path: Path) -> None:
 
 
 async def test_gzip_is_inflated_in_bounded_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 4096)
+    limits(monkeypatch, chunk=4096)
     line = jsonl(good(TaskType.CUSTOM, "a"))
     data = gzip.compress(line + b"\n" * 5_000_000 + b'{"id": "b", "input": 2}')
     seen: list[int] = []
-    real = _manifest._LineSplitter.feed
+    real = _lines.LineSplitter.feed
 
     def spy(self: Any, chunk: bytes) -> list[bytes]:
         seen.append(len(chunk))
         return real(self, chunk)
 
-    monkeypatch.setattr(_manifest._LineSplitter, "feed", spy)
+    monkeypatch.setattr(_lines.LineSplitter, "feed", spy)
     entries = await read(data, TaskType.CUSTOM)
     assert shape(entries) == [(Item, 1), (Item, 5_000_002)]
     assert max(seen) <= 4096
@@ -822,8 +821,7 @@ async def test_stdin_defaults_to_the_process_stdin(monkeypatch: pytest.MonkeyPat
 
 
 async def test_lines_longer_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 16)
-    monkeypatch.setattr(_manifest, "MAX_LINE_BYTES", 100)
+    limits(monkeypatch, chunk=16, max_line=100)
     task = TaskType.CUSTOM
     long = orjson.dumps({"id": "long", "input": "x" * 200})
     data = jsonl(good(task, "a"), long, good(task, "b"), long)
@@ -840,8 +838,7 @@ async def test_lines_and_chunks_of_any_size(monkeypatch: pytest.MonkeyPatch) -> 
     task = TaskType.TEXTRACT
     data = jsonl(*[good(task, f"i{i}") for i in range(50)])
     for size in (1, 2, 3, 64, 1000):
-        monkeypatch.setattr(_manifest, "CHUNK_BYTES", size)
-        monkeypatch.setattr(_manifest, "BATCH_LINES", 3)
+        limits(monkeypatch, chunk=size, batch=3)
         for payload in (data, gzip.compress(data)):
             entries = await read(payload, task)
             assert [e.line for e in entries] == list(range(1, 51))
@@ -894,18 +891,18 @@ async def test_s3_objects_plain_and_gzip(s3: Any, bucket: str, task: TaskType) -
 async def test_a_large_s3_object_is_streamed(
     s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_manifest, "CHUNK_BYTES", 64 * 1024)
+    limits(monkeypatch, chunk=64 * 1024)
     task = TaskType.TEXTRACT
     data = jsonl(*[good(task, f"item-{i:06d}") for i in range(20_000)])
     await s3.put_object(Bucket=bucket, Key="big.jsonl.gz", Body=gzip.compress(data))
     reads: list[int] = []
-    real = _manifest._LineSplitter.feed
+    real = _lines.LineSplitter.feed
 
     def spy(self: Any, chunk: bytes) -> list[bytes]:
         reads.append(len(chunk))
         return real(self, chunk)
 
-    monkeypatch.setattr(_manifest._LineSplitter, "feed", spy)
+    monkeypatch.setattr(_lines.LineSplitter, "feed", spy)
     entries = await collect(f"s3://{bucket}/big.jsonl.gz", task, s3_client=s3)
     assert [e.line for e in entries] == list(range(1, 20_001))
     assert len(reads) > 1 and max(reads) <= 64 * 1024
@@ -995,12 +992,12 @@ async def test_every_non_blank_line_yields_one_entry_in_order(
 ) -> None:
     lines = [render(spec, task) for spec in specs]
     raw = b"\n".join(lines)
-    old = _manifest.CHUNK_BYTES, _manifest.BATCH_LINES
-    _manifest.CHUNK_BYTES, _manifest.BATCH_LINES = chunk, batch
+    old = _sources.CHUNK_BYTES, _manifest.BATCH_LINES
+    _sources.CHUNK_BYTES, _manifest.BATCH_LINES = chunk, batch
     try:
         entries = await read(gzip.compress(raw) if packed else raw, task)
     finally:
-        _manifest.CHUNK_BYTES, _manifest.BATCH_LINES = old
+        _sources.CHUNK_BYTES, _manifest.BATCH_LINES = old
     expected = [n for n, spec in enumerate(specs, 1) if spec[0] != "blank"]
     assert [e.line for e in entries] == expected
     seen: dict[bytes, int] = {}
@@ -1022,65 +1019,40 @@ async def test_every_non_blank_line_yields_one_entry_in_order(
 
 
 @settings(max_examples=200, deadline=None)
-@given(ids=st.lists(st.text(min_size=1, max_size=8), max_size=300))
+@given(ids=st.lists(st.text(min_size=1, max_size=8), max_size=3000))
 def test_the_duplicate_table_agrees_with_a_dict(ids: list[str]) -> None:
-    table = _manifest._Ids(bits=2)  # tiny: it grows many times
+    table = IdTable()  # it grows many times
     reference: dict[str, int] = {}
     for line, item_id in enumerate(ids, 1):
-        assert table.first(item_id, line) == reference.setdefault(item_id, line)
+        assert table.setdefault(digest(item_id), line) == reference.setdefault(item_id, line)
+    assert len(table) == len(reference)
 
 
 def test_a_million_ids_fit_in_24_mib() -> None:
-    table = _manifest._Ids()
+    table = IdTable()
     table.reserve(1_000_000)
-    size = table.slots.itemsize * len(table.slots) + table.lines.itemsize * len(table.lines)
-    assert size <= 24 * 2**20
+    assert table.nbytes <= 24 * 2**20
 
 
 def test_fast_item_construction_builds_equal_frozen_items() -> None:
-    ref = _manifest._s3ref("b", "k", "v")
+    ref = _build.make_ref("b", "k", "v")
     assert ref == S3Ref("b", "k", "v") and type(ref) is S3Ref
-    fast = _manifest._item("a", 3, None, ref, ("FORMS",), 2.0, "n", ())
+    fast = _build.make_item("a", 3, None, ref, ("FORMS",), 2.0, "n", ())
     slow = Item("a", 3, None, ref, ("FORMS",), 2.0, "n", ())
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert type(fast) is Item
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.id = "b"  # type: ignore[misc]
 
 
-def test_a_changed_model_falls_back_to_the_constructor() -> None:
+def test_the_slot_builders_are_used_only_for_the_fields_they_know() -> None:
+    assert _build.make_item is not Item and _build.make_ref is not S3Ref  # this model: fast
+
     @dataclasses.dataclass(frozen=True, slots=True)
     class Other:
         a: int
         b: int = 0
 
-    assert _manifest._slot_builder(Other, ("a",)) is Other
-    built = _manifest._slot_builder(Other, ("a", "b"))
-    assert built is not Other and built(1, 2) == Other(1, 2)
-
-
-def test_a_class_the_twin_cannot_become_gets_the_setter_builder() -> None:
-    class Base:
-        __slots__ = ("hidden",)
-
-    @dataclasses.dataclass(frozen=True, slots=True)
-    class Child(Base):
-        a: int
-
-    # the twin lacks the base's slot: the interpreter refuses the class change
-    assert _manifest._twin_builder(Child, ("a",)) is None
-    built = _manifest._slot_builder(Child, ("a",))
-    assert built is not Child and built(1) == Child(1) and type(built(1)) is Child
-    setter = _manifest._setter_builder(S3Ref, ("bucket", "key", "version"))
-    assert setter("b", "k", None) == S3Ref("b", "k")
-
-
-def test_the_item_builders_use_the_twin_on_this_interpreter() -> None:
-    # (if this fails, items are still right, only slower to build)
-    for cls, names in ((Item, _ITEM_FIELDS), (S3Ref, ("bucket", "key", "version"))):
-        assert _manifest._twin_builder(cls, names) is not None
-
-
-def test_a_model_with_post_init_falls_back_to_the_constructor() -> None:
     @dataclasses.dataclass(frozen=True, slots=True)
     class Checked:
         a: int
@@ -1089,10 +1061,29 @@ def test_a_model_with_post_init_falls_back_to_the_constructor() -> None:
             if self.a < 0:
                 raise ValueError("negative")
 
-    assert _manifest._slot_builder(Checked, ("a",)) is Checked
+    assert _build._slots_match(Other, ("a", "b"))
+    assert not _build._slots_match(Other, ("a",))  # a changed model
+    assert not _build._slots_match(Checked, ("a",))  # code at construction
 
 
 _ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(Item))
+
+
+def limits(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    chunk: int | None = None,
+    batch: int | None = None,
+    max_line: int | None = None,
+) -> None:
+    """Shrink the reader's sizes, wherever the manifest modules keep them."""
+    if chunk is not None:
+        monkeypatch.setattr(_sources, "CHUNK_BYTES", chunk)
+    if batch is not None:
+        monkeypatch.setattr(_manifest, "BATCH_LINES", batch)
+    if max_line is not None:
+        for module in (_lines, _csv, _rules):
+            monkeypatch.setattr(module, "MAX_LINE_BYTES", max_line)
 
 
 # -- the textract and rekognition fast path ------------------------------------------------
@@ -1162,7 +1153,7 @@ SLOW = {TaskType.TEXTRACT: "_check_textract_slow", TaskType.REKOGNITION: "_check
 
 
 def slow_path(task: TaskType, obj: dict[str, Any]) -> Item | Invalid:
-    return getattr(_manifest, SLOW[task])(obj, 5, "a")  # type: ignore[no-any-return]
+    return getattr(_rules, SLOW[task])(obj, 5, "a")  # type: ignore[no-any-return]
 
 
 @st.composite
@@ -1182,12 +1173,12 @@ def plain_lines(draw: st.DrawFn, task: TaskType) -> dict[str, Any]:
 
 def fast_path_only(task: TaskType, obj: dict[str, Any]) -> Item | Invalid | None:
     """What the checker of `task` answers without its slow path (None where it would fall back)."""
-    slow = getattr(_manifest, SLOW[task])
-    setattr(_manifest, SLOW[task], lambda *args: None)
+    slow = getattr(_rules, SLOW[task])
+    setattr(_rules, SLOW[task], lambda *args: None)
     try:
-        return _manifest._CHECKS[task](obj, 5, "a")
+        return _rules.CHECKS[task](obj, 5, "a")
     finally:
-        setattr(_manifest, SLOW[task], slow)
+        setattr(_rules, SLOW[task], slow)
 
 
 @pytest.mark.parametrize("task", BUILTIN)
@@ -1200,13 +1191,13 @@ def test_the_fast_path_agrees_with_the_slow_path(
     if warm:
         slow_path(task, obj)  # the bucket's verdict is cached
     else:
-        _manifest._BUCKETS.clear()
+        _rules._BUCKETS.clear()
     fast = fast_path_only(task, obj)
     slow = slow_path(task, obj)
     # the fast path accepts only what the slow path accepts, and builds the same item ...
     assert fast is None or (isinstance(slow, Item) and fast == slow)
     # ... and the checker as a whole answers as the slow path does, reasons included
-    assert _manifest._CHECKS[task](obj, 5, "a") == slow
+    assert _rules.CHECKS[task](obj, 5, "a") == slow
     # ... and it does accept a line of only an id and a short key in a known bucket
     if warm and isinstance(slow, Item) and len(obj) == 2:
         assert slow.s3 is not None

@@ -15,7 +15,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from a2ibatch._rate import ConcurrencyGovernor, RateController, RateSettings
+from a2ibatch._meters import InFlightCap
+from a2ibatch._rate import RateController, RateSettings
 
 
 @dataclass
@@ -275,17 +276,19 @@ def test_the_first_answer_sets_the_latency() -> None:
 
 
 def test_concurrency_follows_littles_law() -> None:
-    limiter = anyio.CapacityLimiter(1)
-    governor = ConcurrencyGovernor(limiter, fixed=None, minimum=16, maximum=1024)
+    cap = InFlightCap(None, minimum=16, maximum=1024)
+    seen: list[int] = []
+    cap.on_change = seen.append
     # Before any answer: room for the first rate at a round trip of seconds.
-    assert governor.limit == limiter.total_tokens == 64
-    governor.update(rate=10.0, latency=2.0)  # Textract: seconds per page
-    assert governor.limit == 16 + 40
-    governor.update(rate=150.0, latency=0.04)  # StartHumanLoop: tens of milliseconds
-    assert governor.limit == 16 + 12
-    governor.update(rate=1000.0, latency=5.0)
-    assert governor.limit == 1024
-    fixed = ConcurrencyGovernor(anyio.CapacityLimiter(1), fixed=7)
+    assert cap.limit == 64
+    cap.update(rate=10.0, latency=2.0)  # Textract: seconds per page
+    assert cap.limit == 16 + 40
+    cap.update(rate=150.0, latency=0.04)  # StartHumanLoop: tens of milliseconds
+    assert cap.limit == 16 + 12
+    cap.update(rate=1000.0, latency=5.0)
+    assert cap.limit == 1024
+    assert seen == [56, 28, 1024]  # a worker pool hears of every change
+    fixed = InFlightCap(7)
     fixed.update(rate=1000.0, latency=5.0)
     assert fixed.limit == 7
 

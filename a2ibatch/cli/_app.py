@@ -1,47 +1,26 @@
-"""The `a2ibatch` command: parse flags, call the library, show progress, pick an exit code.
+"""The `a2ibatch` command: parse flags, call the library's public API, print, pick an exit code.
 
-Exit codes: 0 every item started or not activated; 1 some failed or invalid; 2 usage or
-configuration problem; 3 the job stopped on a fatal error; 130 stopped by Ctrl-C/SIGTERM.
-No input, however broken, produces a traceback: every error ends in one message.
+No input, however broken, produces a traceback: every error ends in one message, which names
+the flags to change (the library's errors name its parameters; `spell` turns those into this
+command's flags).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import signal
 import sys
 import traceback
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import anyio
-import orjson
-import structlog
-from rich.console import Console
-
-from .. import _api
-from .._clients import versions
-from .._config import load_settings, parse_max_failures
-from .._errors import A2IBatchError, ConfigError
-from .._ledger import iter_records, load_ledger
-from .._models import Status
-from . import _logging
+from .. import A2IBatchError, ConfigError, __version__
+from . import _lifecycle_cmds, _status, _submit
 from ._args import add_aws, add_logging
-from ._lifecycle_cmds import add_commands as add_lifecycle_commands
-from ._progress import summary_table, watch
+from ._help import DEMO_EXAMPLES, EXIT_CODES, Formatter, epilog
+from ._logging import json_logs
+from ._output import print_error
 
-log = structlog.get_logger("a2ibatch")
-
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-def _add_output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_logging(p)
 
 
 def build_parser(*, emulate_flags: bool = True) -> argparse.ArgumentParser:
@@ -53,83 +32,91 @@ def build_parser(*, emulate_flags: bool = True) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="a2ibatch",
-        description="Submit Amazon A2I human loops in bulk, exactly once per item.",
+        description="Submit Amazon A2I human loops in bulk, exactly once per item, at the "
+        "account's quota; then track them, collect the answers and clean up.",
+        epilog=epilog(
+            "start here: a2ibatch demo   (a whole job on the built-in emulator)", EXIT_CODES
+        ),
+        formatter_class=Formatter,
     )
-    parser.add_argument("--version", action="version", version=f"a2ibatch {versions()['a2ibatch']}")
+    parser.add_argument("--version", action="version", version=f"a2ibatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("submit", help="start a human loop for every item of a manifest")
-    p.add_argument("manifest", help="JSONL or CSV file, .gz, '-' for stdin, or s3://bucket/key")
-    p.add_argument("--task", choices=("custom", "textract", "rekognition"))
-    p.add_argument("--flow-definition-arn")
-    p.add_argument("--ledger", type=Path, help="JSONL ledger; rerun with the same one to resume")
-    p.add_argument("--config", type=Path, help="TOML settings file")
-    p.add_argument(
-        "--rate", type=float, help="requests/second ceiling per API (default: find the quota)"
-    )
-    p.add_argument("--concurrency", type=int, help="calls in flight (default: rate x latency)")
-    p.add_argument("--max-attempts", type=int, help="attempts per item (default 8)")
-    p.add_argument(
-        "--name-prefix", help="loop name prefix (default a2ib); a new one for a re-review"
-    )
-    p.add_argument(
-        "--content-classifier",
-        action="append",
-        dest="content_classifiers",
-        choices=("FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"),
-        help="repeatable",
-    )
-    p.add_argument(
-        "--feature-type", action="append", dest="feature_types", help="Textract; repeatable"
-    )
-    p.add_argument(
-        "--retry-failed",
-        action="store_true",
-        default=None,
-        help="retry items the ledger has as failed",
-    )
-    p.add_argument("--max-failures", help="stop after N failed items, or N%% of them")
-    p.add_argument(
-        "--dry-run", action="store_true", help="check everything, send nothing, write nothing"
-    )
-    p.add_argument(
-        "--no-preflight",
-        dest="preflight",
-        action="store_false",
-        default=None,
-        help="skip the checks before spending (flow definition, region, CORS, PII, cost)",
-    )
-    p.add_argument("--max-cost", type=float, help="refuse a job estimated above this (USD)")
-    p.add_argument("--yes", action="store_true", default=None, help="accept the cost estimate")
-    add_aws(p)
-    _add_output(p)
-    p.set_defaults(func=cmd_submit)
-
-    p = sub.add_parser("status", help="counts of a ledger's items by state")
-    p.add_argument("ledger", type=Path)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
-
-    add_lifecycle_commands(sub)
-
-    p = sub.add_parser("emulate", help="run the local AWS emulator (A2I, Textract, Rekognition)")
-    if emulate_flags:
-        from ..emulator import _cli as emulator_cli
-
-        emulator_cli.add_arguments(p)
-    p.set_defaults(func=cmd_emulate)
+    _submit.add_command(sub)
+    _status.add_command(sub)
+    _lifecycle_cmds.add_commands(sub)
 
     p = sub.add_parser(
-        "demo", help="a real job of a few thousand items against the built-in emulator"
+        "emulate",
+        help="run the local AWS emulator (A2I, Textract, Rekognition, SageMaker, S3)",
+        description="Serve the AWS APIs a2ibatch calls on one local endpoint, with quotas, "
+        "latency, faults and loops that complete, to rehearse a job at no cost.",
+        formatter_class=Formatter,
     )
-    p.add_argument("--items", type=int, default=3000)
-    p.add_argument("--task", choices=("custom", "textract", "rekognition"), default="custom")
+    if emulate_flags:
+        from ..emulator._cli import add_arguments
+
+        add_arguments(p)
+    p.set_defaults(func=_cmd_emulate)
+
+    p = sub.add_parser(
+        "demo",
+        help="a whole job on the built-in emulator: submit, track, results",
+        description="Start the emulator in a child process, write a manifest of a few "
+        "thousand items, submit them (progress bar and summary), track the loops until the "
+        "emulated reviewers finish, and write their answers: the whole walk, at no cost.",
+        epilog=epilog(DEMO_EXAMPLES, EXIT_CODES),
+        formatter_class=Formatter,
+    )
+    p.add_argument("--items", type=int, default=3000, help="items in the manifest (default 3000)")
     p.add_argument(
-        "--out", type=Path, default=Path("demo-out"), help="folder for the manifest and ledger"
+        "--task",
+        choices=("custom", "textract", "rekognition"),
+        default="custom",
+        help="the task type (default custom)",
     )
-    _add_output(p)
-    p.set_defaults(func=cmd_demo)
+    p.add_argument(
+        "--out",
+        default="demo-out",
+        help="folder for the manifest, ledger and answers (default demo-out)",
+    )
+    p.add_argument(
+        "--no-walk",
+        dest="walk",
+        action="store_false",
+        help="submit only; skip tracking and results",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_logging(p)
+    p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def spelling(parser: argparse.ArgumentParser) -> Callable[[str, str | None], str]:
+    """How this command line spells a setting an error message names (its flag)."""
+    flags: dict[str, argparse.Action] = {}
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.option_strings and action.dest not in flags:
+                flags[action.dest] = action
+    aliases = {"max_failure_ratio": "max_failures", "list_states": "list_states"}
+
+    def spell(name: str, value: str | None) -> str:
+        action = flags.get(aliases.get(name, name))
+        if action is None:
+            env = f"A2IBATCH_{name.upper()}"
+            return f"{name} (in the config file, or {env})"
+        option = max(action.option_strings, key=len)
+        if action.nargs == 0 or value is None:
+            if isinstance(action, argparse._StoreFalseAction) and value == "True":
+                return f"no {option}"
+            return option
+        return f"{option} {value.strip(chr(39))}"
+
+    return spell
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,207 +127,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     emulate = any(word and "emulate".startswith(word) for word in argv)
     parser = build_parser(emulate_flags=emulate)
     args = parser.parse_args(argv)
+    as_json = json_logs(getattr(args, "log_format", None))
     try:
         code: int = args.func(args)
         return code
     except A2IBatchError as exc:
-        _error(str(exc))
+        report(exc, parser, as_json)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:  # the library unwraps its groups; just in case
+        inner = _first_leaf(group)
+        if isinstance(inner, A2IBatchError):
+            report(inner, parser, as_json)
+            return inner.exit_code
+        return _internal(inner, as_json)
     except Exception as exc:  # a bug of ours: one line, never a traceback for the user
-        if os.environ.get("A2IBATCH_DEBUG"):
-            traceback.print_exception(exc)
-        _error(
-            f"internal error ({type(exc).__name__}): {exc}; the ledger is consistent and the "
-            "same command resumes; set A2IBATCH_DEBUG=1 for details"
-        )
-        return 3
+        return _internal(exc, as_json)
 
 
-def _error(message: str) -> None:
-    Console(stderr=True, highlight=False).print(f"[bold red]a2ibatch:[/] {message}", markup=True)
+def report(exc: A2IBatchError, parser: argparse.ArgumentParser, as_json: bool) -> None:
+    print_error(exc.render(spelling(parser)), code=exc.code, exit_code=exc.exit_code, json=as_json)
 
 
-# -- submit ------------------------------------------------------------------------------
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        exc = todo.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            todo[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    ours = [exc for exc in leaves if isinstance(exc, A2IBatchError)]
+    return (ours or leaves)[0]
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    flags: dict[str, Any] = {
-        "task": args.task,
-        "flow_definition_arn": args.flow_definition_arn,
-        "ledger": args.ledger,
-        "manifest": args.manifest,
-        "rate": args.rate,
-        "concurrency": args.concurrency,
-        "max_attempts": args.max_attempts,
-        "name_prefix": args.name_prefix,
-        "content_classifiers": args.content_classifiers,
-        "feature_types": args.feature_types,
-        "retry_failed": args.retry_failed,
-        "endpoint_url": args.endpoint_url,
-        "region": args.region,
-        "profile": args.profile,
-        "allow_insecure_endpoint": args.allow_insecure_endpoint,
-        "preflight": args.preflight,
-        "max_cost": args.max_cost,
-        "confirm_cost": args.yes,
-    }
-    if args.max_failures is not None:
-        flags["max_failures"], flags["max_failure_ratio"] = parse_max_failures(args.max_failures)
-    return load_settings(flags, config_file=args.config)
+def _internal(exc: BaseException, as_json: bool) -> int:
+    if os.environ.get("A2IBATCH_DEBUG"):
+        traceback.print_exception(exc)
+    print_error(
+        f"internal error ({type(exc).__name__}) in a2ibatch {__version__}; the ledger is "
+        "consistent and the same command resumes; set A2IBATCH_DEBUG=1 for details and "
+        "report it",
+        code="InternalError",
+        exit_code=3,
+        json=as_json,
+    )
+    return 3
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    _logging.configure(args.log_format, args.log_level)
-    settings = _settings(args)
-    if args.dry_run:
-        return anyio.run(_dry_run, settings, backend="asyncio")
-    return run_job(settings, progress=not args.no_progress)
-
-
-async def _dry_run(settings: Any) -> int:
-    report = await _api.dry_run(settings)
-    out = Console(highlight=False)
-    out.print(f"dry run of a {report.task} job: nothing sent, nothing written")
-    out.print(f"  items that would be sent: {report.items - report.already_done}")
-    out.print(f"  already done in the ledger: {report.already_done}")
-    out.print(f"  invalid lines: {report.invalid}")
-    for name in report.sample_names:
-        out.print(f"  e.g. loop name {name}")
-    for problem in report.problems[:50]:
-        ident = f" (id {problem.id})" if problem.id else ""
-        out.print(f"  line {problem.line}{ident}: {problem.reason}")
-    if report.invalid > 50:
-        out.print(f"  ... and {report.invalid - 50} more invalid lines")
-    return report.exit_code
-
-
-def count_lines(manifest: str) -> int | None:
-    """Lines of a local plain manifest (for the progress bar's total), else None."""
-    if manifest == "-" or "://" in manifest or manifest.endswith(".gz"):
-        return None
-    try:
-        count = 0
-        last = b"\n"
-        with open(manifest, "rb") as f:
-            while chunk := f.read(1 << 20):
-                count += chunk.count(b"\n")
-                last = chunk[-1:]
-        count += last != b"\n"
-        if manifest.endswith(".csv"):
-            count -= 1
-        return max(count, 0)
-    except OSError:
-        return None
-
-
-def run_job(settings: Any, *, progress: bool = True, items: Any = None, session: Any = None) -> int:
-    """Run a submit job with signals handled, progress shown and the summary printed."""
-    job = _api.Job(settings, items=items, session=session)
-    total = count_lines(settings.manifest) if items is None else None
-    console = Console(stderr=True) if progress else None
-    interrupted = False
-
-    async def on_signals(scope: anyio.CancelScope) -> None:
-        nonlocal interrupted
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                if not interrupted and job.running:
-                    interrupted = True
-                    log.warning(
-                        "stopping", detail="finishing calls in flight; Ctrl-C again stops at once"
-                    )
-                    job.stop()
-                else:
-                    scope.cancel()
-                    return
-
-    async def run() -> _api.Summary | BaseException | None:
-        outcome: _api.Summary | BaseException | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(on_signals, tg.cancel_scope)
-            if progress:
-                tg.start_soon(functools.partial(watch, job, total, console=console))
-            try:
-                outcome = await job.run()
-            except A2IBatchError as exc:
-                outcome = exc
-            tg.cancel_scope.cancel()
-        return outcome
-
-    result = anyio.run(run, backend="asyncio")
-    if result is None:  # cancelled by a second Ctrl-C
-        return EXIT_INTERRUPTED
-    summary = result if isinstance(result, _api.Summary) else getattr(result, "summary", None)
-    if summary is not None:
-        Console().print(summary_table(summary))
-    if isinstance(result, BaseException):
-        if isinstance(result, A2IBatchError):
-            _error(str(result))
-            return result.exit_code
-        raise result
-    return summary.exit_code if summary is not None else 3
-
-
-# -- status ------------------------------------------------------------------------------
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from .._errors import LedgerError
-
-    if not args.ledger.exists():
-        raise LedgerError(f"no ledger at {args.ledger}")
-    index = load_ledger(args.ledger)
-    loops: dict[str, str] = {}
-    for record in iter_records(args.ledger, events=("loop_status",)):
-        loops[str(record.get("loop_name"))] = str(record.get("loop_status"))
-    loop_counts: dict[str, int] = {}
-    for value in loops.values():
-        loop_counts[value] = loop_counts.get(value, 0) + 1
-    header = index.header
-    data = {
-        "ledger": str(args.ledger),
-        "task": header.task.value if header else None,
-        "flow_definition_arn": header.flow_definition_arn if header else None,
-        "name_prefix": header.name_prefix if header else None,
-        "runs": index.runs,
-        "items": {s.value: index.counts.get(s, 0) for s in Status},
-        "loops": loop_counts,
-    }
-    if args.json:
-        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    out = Console(highlight=False)
-    out.print(f"ledger {data['ledger']}: {data['task']} job, {data['runs']} run(s)")
-    out.print(f"  flow definition {data['flow_definition_arn']}, name prefix {data['name_prefix']}")
-    for state, n in data["items"].items():  # type: ignore[union-attr]
-        out.print(f"  {state:<14} {n}")
-    if loop_counts:
-        out.print("  human loops (last tracked status):")
-        for state, n in sorted(loop_counts.items()):
-            out.print(f"    {state:<12} {n}")
-    return 0
-
-
-# -- emulate and demo --------------------------------------------------------------------
-
-
-def cmd_emulate(args: argparse.Namespace) -> int:
-    from ..emulator import _cli as emulator_cli
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    from ..emulator._cli import config_from_args, run
 
     try:
-        config = emulator_cli.config_from_args(args)
+        config = config_from_args(args)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return emulator_cli.run(config)
+    return run(config)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    _logging.configure(args.log_format, args.log_level)
-    return run_demo(args.items, args.task, args.out, progress=not args.no_progress, run=run_job)
+    return run_demo(args)
 
 
-__all__ = ["build_parser", "main", "run_job"]
+__all__ = ["add_aws", "build_parser", "main", "spelling"]

@@ -1,8 +1,8 @@
 """Commands for after submit: track, results, stop, delete, reconcile.
 
-Each command parses its flags, calls one function of `a2ibatch._lifecycle`, and prints what
-it reports; the work and its rules live in the library.  Exit codes: 0 done and nothing
-amiss; 1 something needs attention (loops not final, unreadable outputs, differences found,
+Each command parses its flags, calls one function of the library, and prints what it
+reports; the work and its rules live in the library.  Exit codes: 0 done and nothing amiss;
+1 something needs attention (loops not final, unreadable outputs, differences found,
 action refused); 2 usage or configuration; 3 a fatal service error (access denied ...).
 """
 
@@ -10,51 +10,83 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
-import orjson
-from rich.console import Console
 
-from .. import _lifecycle, _results
-from .._config import ENV_PREFIX, AwsSettings
-from .._errors import ConfigError, LedgerError
+from .. import (
+    ActionReport,
+    ConfigError,
+    ReconcileReport,
+    ResultsReport,
+    TrackReport,
+    delete_loops,
+    reconcile,
+    results,
+    stop_loops,
+    track,
+)
 from . import _logging
-from ._args import add_aws, add_logging
+from ._args import add_aws, add_logging, aws_settings
+from ._help import EXIT_CODES, LIFECYCLE_EXAMPLES, SETTINGS, Formatter, epilog
+from ._output import Output, error_console
+
+_DESCRIPTIONS = {
+    "track": "Record the status of the job's human loops as the service reports them. With "
+    "--watch, repeat until every loop is final (Completed, Failed, Stopped) or --timeout.",
+    "results": "Write the reviewers' answers of the job's completed loops into one file, "
+    "joined to the item ids (and, with --manifest, to the manifest lines). Rerun to resume.",
+    "stop": "Stop the job's in-progress human loops (they go Stopping, then Stopped). Loops "
+    "the ledger does not name are never touched.",
+    "delete": "Delete the job's finished human loops (Completed, Failed, Stopped). Answers "
+    "already in your S3 bucket stay.",
+    "reconcile": "Compare the ledger with the service's list of the job's loops: loops with "
+    "this job's names that the ledger lacks, and ledger loops the service no longer has.",
+}
+
+
+def _parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=_DESCRIPTIONS[name],
+        epilog=epilog(LIFECYCLE_EXAMPLES[name], SETTINGS, EXIT_CODES),
+        formatter_class=Formatter,
+    )
+    p.add_argument("ledger", help="the ledger submit wrote")
+    return p
 
 
 def add_commands(sub: Any) -> None:
     """Register the lifecycle subcommands on the main parser's subparsers."""
-    p = sub.add_parser("track", help="record the status of the job's human loops")
-    _ledger(p)
-    p.add_argument(
-        "--watch", action="store_true", help="repeat until every loop is final (or --timeout)"
-    )
+    p = _parser(sub, "track", "record the status of the job's human loops")
+    p.add_argument("--watch", action="store_true", help="repeat until every loop is final")
     p.add_argument(
         "--interval",
         type=float,
-        default=_lifecycle.DEFAULT_INTERVAL,
+        default=60.0,
         help="seconds between rounds with --watch (default %(default)g)",
     )
     p.add_argument("--timeout", type=float, help="with --watch, give up after this many seconds")
     _tuning(p)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
     p.set_defaults(func=cmd_track)
 
-    p = sub.add_parser("results", help="write the reviewers' answers of completed loops")
-    _ledger(p)
-    p.add_argument("--out", type=Path, required=True, help="answers file; rerun to resume")
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p = _parser(sub, "results", "write the reviewers' answers of completed loops")
+    p.add_argument(
+        "--out", required=True, help="answers file (.jsonl or .csv); rerun to resume (required)"
+    )
+    p.add_argument(
+        "--format",
+        choices=("jsonl", "csv"),
+        help="default: from --out's name (.csv is CSV), else jsonl",
+    )
     p.add_argument("--manifest", help="add each item's manifest line and input (JSONL only)")
     p.add_argument(
         "--concurrency", type=int, default=32, help="outputs read at once (default %(default)d)"
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
     p.set_defaults(func=cmd_results)
 
@@ -62,23 +94,15 @@ def add_commands(sub: Any) -> None:
         ("stop", "stop the job's in-progress human loops"),
         ("delete", "delete the job's finished human loops (Completed, Failed, Stopped)"),
     ):
-        p = sub.add_parser(action, help=help_text)
-        _ledger(p)
+        p = _parser(sub, action, help_text)
         p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         _tuning(p)
-        p.add_argument("--json", action="store_true", help="print the report as JSON")
         _common(p)
         p.set_defaults(func=functools.partial(cmd_action, action))
 
-    p = sub.add_parser("reconcile", help="compare the ledger with the service's list of loops")
-    _ledger(p)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = _parser(sub, "reconcile", "compare the ledger with the service's list of loops")
     _common(p)
     p.set_defaults(func=cmd_reconcile)
-
-
-def _ledger(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ledger", type=Path, help="the ledger submit wrote")
 
 
 def _tuning(p: argparse.ArgumentParser) -> None:
@@ -87,66 +111,43 @@ def _tuning(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--config", help="a TOML file whose [aws] table says where to call")
     add_aws(p)
     add_logging(p, level="warning")
-
-
-def _aws(args: argparse.Namespace) -> AwsSettings:
-    """AWS settings from the flags, else the same `A2IBATCH_*` variables submit reads."""
-
-    def pick(name: str) -> str | None:
-        value: str | None = getattr(args, name)
-        return value if value else os.environ.get(ENV_PREFIX + name.upper()) or None
-
-    insecure = args.allow_insecure_endpoint or os.environ.get(
-        ENV_PREFIX + "ALLOW_INSECURE_ENDPOINT", ""
-    ).lower() in ("1", "true", "yes", "on")
-    return AwsSettings(
-        endpoint_url=pick("endpoint_url"),
-        region=pick("region"),
-        profile=pick("profile"),
-        allow_insecure_endpoint=insecure,
-    )
-
-
-def _start(args: argparse.Namespace) -> AwsSettings:
-    _logging.configure(args.log_format, args.log_level)
-    if not args.ledger.exists():
-        raise LedgerError(f"no ledger at {args.ledger}")
-    return _aws(args)
 
 
 def _run(fn: Callable[[], Awaitable[Any]]) -> Any:
     return anyio.run(fn, backend="asyncio")
 
 
-def _print_json(data: Mapping[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _print_counts(out: Console, title: str, counts: Mapping[str, int]) -> None:
-    out.print(title)
+def _counts(out: Output, title: str, counts: Mapping[str, int]) -> None:
+    out.line((title, "bold"))
     if not counts:
-        out.print("  (none)")
-    for state, n in sorted(counts.items()):
-        out.print(f"  {state:<12} {n}")
+        out.line("  (none)")
+    out.pairs(sorted(counts.items()))
+
+
+def _start(args: argparse.Namespace) -> tuple[Output, Any]:
+    _logging.configure(args.log_format, args.log_level)
+    return Output(json=args.json), aws_settings(args)
 
 
 # -- track -------------------------------------------------------------------------------
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    aws = _start(args)
-    progress = Console(stderr=True, highlight=False)
+    out, aws = _start(args)
+    progress = error_console()
 
-    async def on_round(report: _lifecycle.TrackReport) -> None:
-        if args.watch and not args.json:
+    async def on_round(report: TrackReport) -> None:
+        if args.watch and sys.stderr.isatty():
             counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))
             progress.print(f"round {report.rounds}: {counts}; {report.pending} not final")
 
-    report: _lifecycle.TrackReport = _run(
+    report: TrackReport = _run(
         functools.partial(
-            _lifecycle.track,
+            track,
             args.ledger,
             aws=aws,
             watch=args.watch,
@@ -157,16 +158,16 @@ def cmd_track(args: argparse.Namespace) -> int:
             on_round=on_round,
         )
     )
-    if args.json:
-        _print_json(report.to_dict())
+    if out.json:
+        out.record(report.to_dict())
         return report.exit_code
-    out = Console(highlight=False)
-    _print_counts(out, f"human loops of {args.ledger} by status:", report.counts)
-    out.print(f"  {report.changed} status change(s) recorded, {report.pending} not final")
+    _counts(out, "human loops by status:", report.counts)
+    out.line(f"  {report.changed} status change(s) recorded, {report.pending} not final, "
+             f"{report.calls} call(s)")
     for code, n in sorted(report.errors.items()):
-        out.print(f"  [red]{n} loop(s) could not be described: {code}[/]")
+        out.line((f"  {n} loop(s) could not be described: ", "red"), code)
     if report.timed_out:
-        out.print(f"  gave up waiting after {args.timeout:g} s; run track again to carry on")
+        out.line(f"  gave up waiting after {args.timeout:g} s; run track again to carry on")
     return report.exit_code
 
 
@@ -174,12 +175,12 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    aws = _start(args)
+    out, aws = _start(args)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
-    report: _results.ResultsReport = _run(
+    report: ResultsReport = _run(
         functools.partial(
-            _results.results,
+            results,
             args.ledger,
             args.out,
             aws=aws,
@@ -188,20 +189,21 @@ def cmd_results(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
         )
     )
-    if args.json:
-        _print_json(report.to_dict())
+    if out.json:
+        out.record(report.to_dict())
         return report.exit_code
-    out = Console(highlight=False)
-    out.print(
-        f"{report.written} answer row(s) written to {report.out}; "
-        f"{report.already_present} already there; {report.completed} completed loop(s)"
-    )
+    out.line(f"{report.written} answer row(s) written to ", report.out,
+             f" ({report.format}); {report.already_present} already there; "
+             f"{report.completed} completed loop(s)")
     if report.missing:
-        out.print(f"  [yellow]{report.missing} output(s) not found yet[/]; run results again later")
+        codes = ", ".join(f"{code} x{n}" for code, n in sorted((report.missing_codes or {}).items()))
+        out.line((f"  {report.missing} output(s) not found yet ({codes})", "yellow"),
+                 "; check the flow definition's S3 output path and this identity's s3:GetObject "
+                 "on it, or run results again later")
     for code, n in sorted(report.errors.items()):
-        out.print(f"  [red]{n} output(s) unreadable: {code}[/]")
+        out.line((f"  {n} output(s) unreadable: ", "red"), code)
     if not report.completed:
-        out.print("  no completed loops recorded: run `a2ibatch track LEDGER` first")
+        out.line("  no completed loops recorded: run `a2ibatch track LEDGER` first")
     return report.exit_code
 
 
@@ -222,34 +224,27 @@ def _confirm(question: str, yes: bool) -> bool:
 
 
 def cmd_action(action: str, args: argparse.Namespace) -> int:
-    aws = _start(args)
-    table = _lifecycle.load_loops(args.ledger)
-    candidates = len(table.candidates("stop" if action == "stop" else "delete"))
-    out = Console(highlight=False)
-    if not candidates:
-        out.print(f"no loop of {args.ledger} can be {_lifecycle.action_past(action)}")
-        return 0
-    what = "in-progress" if action == "stop" else "finished"
+    out, aws = _start(args)
     question = (
-        f"{action.capitalize()} the {what} ones among {candidates} human loop(s) of flow "
-        f"definition {table.header.flow_definition_arn} (name prefix "
-        f"{table.header.name_prefix})? This cannot be undone."
+        f"{action.capitalize()} the {'in-progress' if action == 'stop' else 'finished'} human "
+        f"loops of ledger {args.ledger}? This cannot be undone."
     )
     if not _confirm(question, args.yes):
-        out.print("nothing done")
+        out.line("nothing done")
         return 1
-    fn = _lifecycle.stop_loops if action == "stop" else _lifecycle.delete_loops
-    report: _lifecycle.ActionReport = _run(
+    fn = stop_loops if action == "stop" else delete_loops
+    report: ActionReport = _run(
         functools.partial(fn, args.ledger, aws=aws, rate=args.rate, concurrency=args.concurrency)
     )
-    if args.json:
-        _print_json(report.to_dict())
+    if out.json:
+        out.record(report.to_dict())
         return report.exit_code
-    out.print(f"{report.acted} human loop(s) {_lifecycle.action_past(action)}")
+    past = "stopped" if action == "stop" else "deleted"
+    out.line(f"{report.acted} human loop(s) {past} of {report.candidates} offered by the ledger")
     if report.skipped:
-        _print_counts(out, "  left alone, by status:", report.skipped)
+        _counts(out, "  left alone, by status:", report.skipped)
     for code, n in sorted(report.errors.items()):
-        out.print(f"  [red]{n} failed: {code}[/]")
+        out.line((f"  {n} failed: ", "red"), code)
     return report.exit_code
 
 
@@ -257,30 +252,27 @@ def cmd_action(action: str, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    aws = _start(args)
-    report: _lifecycle.ReconcileReport = _run(
-        functools.partial(_lifecycle.reconcile, args.ledger, aws=aws)
-    )
-    if args.json:
-        _print_json(report.to_dict())
+    out, aws = _start(args)
+    report: ReconcileReport = _run(functools.partial(reconcile, args.ledger, aws=aws))
+    if out.json:
+        out.record(report.to_dict())
         return report.exit_code
-    out = Console(highlight=False)
-    out.print(
+    out.line(
         f"{report.service_loops} loop(s) listed for the flow definition since {report.since}; "
         f"{report.ledger_loops} in the ledger"
     )
     if report.ok:
-        out.print("ledger and service agree")
+        out.line("ledger and service agree")
         return 0
     if report.missing_from_ledger:
-        out.print(f"{len(report.missing_from_ledger)} loop(s) with this job's prefix missing:")
+        out.line(f"{len(report.missing_from_ledger)} loop(s) with this job's prefix missing:")
         for loop in report.missing_from_ledger[:100]:
             hint = " (intent recorded: rerun submit to record it)" if loop.pending_intent else ""
-            out.print(f"  {loop.loop_name} {loop.status} created {loop.creation_time}{hint}")
+            out.line("  ", loop.loop_name, f" {loop.status} created {loop.creation_time}", hint)
     if report.unknown_to_service:
-        out.print(f"{len(report.unknown_to_service)} ledger loop(s) the service does not know:")
+        out.line(f"{len(report.unknown_to_service)} ledger loop(s) the service does not know:")
         for entry in report.unknown_to_service[:100]:
-            out.print(f"  id {entry.id}: {entry.human_loop_arn or entry.loop_name}")
+            out.line("  id ", entry.id, ": ", entry.human_loop_arn or entry.loop_name)
     return 1
 
 

@@ -1,4 +1,9 @@
-"""Logging for the command line: readable on a terminal, JSON lines otherwise.
+"""Logging for the command line: the library's stdlib records, rendered with structlog on stderr.
+
+The library logs through the stdlib logger ``a2ibatch`` (silent until configured); the CLI
+attaches one handler to the root logger whose formatter is structlog's `ProcessorFormatter`:
+readable lines on a terminal, JSON lines elsewhere.  Records of other libraries go through
+the same formatter.
 
 botocore (and aiobotocore, which uses its loggers) logs every request's parameters and body
 at DEBUG, credentials headers included: those loggers stay at WARNING whatever the level
@@ -9,36 +14,58 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from collections.abc import MutableMapping
+from typing import Any, Literal
 
 import structlog
 
+from .._log import event_fields
+
 QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "aioboto3", "urllib3", "aiohttp")
+_HANDLER_NAME = "a2ibatch-cli"
+
+
+def _fields(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """An a2ibatch record's own fields in place of its rendered text."""
+    record = event_dict.get("_record")
+    fields = event_fields(record) if isinstance(record, logging.LogRecord) else None
+    if fields is not None:
+        keep = {k: v for k, v in event_dict.items() if k.startswith("_")}
+        event_dict.clear()
+        event_dict.update(fields)
+        event_dict.update(keep)
+    return event_dict
+
+
+def json_logs(fmt: Literal["json", "console"] | None) -> bool:
+    """Whether logs are JSON lines (asked for, or stderr is not a terminal)."""
+    return fmt == "json" or (fmt is None and not sys.stderr.isatty())
 
 
 def configure(fmt: Literal["json", "console"] | None, level: str = "info") -> None:
-    """Route structlog and stdlib logging to stderr in the chosen (or detected) format."""
-    if fmt is None:
-        fmt = "console" if sys.stderr.isatty() else "json"
+    """Route every stdlib record to stderr in the chosen (or detected) format."""
     numeric = getattr(logging, level.upper(), logging.INFO)
-    renderer: structlog.types.Processor
-    if fmt == "json":
+    renderer: Any
+    if json_logs(fmt):
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            _fields,
+            structlog.stdlib.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
-    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    root.setLevel(numeric)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

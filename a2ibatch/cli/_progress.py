@@ -1,17 +1,18 @@
-"""What a person watching a job sees: a live progress line, then a summary table.
+"""What a person watching a job sees: a live progress line, then a summary.
 
-On a terminal: a rich progress bar (done/total, rate, ETA, started / not activated / failed,
-the current send rate, a pause notice).  Elsewhere: a structured `progress` log event every
-few seconds, so a job under cron or CI leaves a readable trail.
+On a terminal: a rich progress bar on stderr (done/total, rate, ETA, started / not activated
+/ failed, the current send rate, a pause notice).  Elsewhere: a structured ``progress`` log
+event every few seconds, so a job under cron or CI leaves a readable trail.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from typing import Any
 
 import anyio
-import structlog
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,11 +23,21 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
-from .._api import Job, Summary
+from .. import Job, Summary
 
-log = structlog.get_logger("a2ibatch")
+_log = logging.getLogger("a2ibatch.cli")
+
+
+def cli_log(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """A structured event of the command itself (rendered like the library's)."""
+    text = " ".join([event, *(f"{k}={v}" for k, v in fields.items())])
+    _log.log(level, text.replace("%", "%%"), extra={"a2ibatch_event": {"event": event, **fields}})
+
+
+def _done(job: Job) -> int:
+    c = job.counters
+    return c.decided + c.skipped_all
 
 
 def _status_text(job: Job) -> str:
@@ -43,15 +54,15 @@ def _status_text(job: Job) -> str:
     parts.append(f"{job.rate:.0f} req/s")
     if c.paused:
         parts.append("[bold yellow]PAUSED: in-progress loop quota full[/]")
+    if c.unreachable:
+        parts.append("[bold yellow]WAITING: endpoint unreachable, probing[/]")
     return " · ".join(parts)
 
 
-async def watch(
-    job: Job, total: int | None, *, console: Console | None, interval: float = 5.0
-) -> None:
+async def watch(job: Job, total: int | None, *, bar: bool = True, interval: float = 5.0) -> None:
     """Show progress until cancelled: a bar on a terminal, log events otherwise."""
-    if console is not None and console.is_terminal:
-        await _bar(job, total, console)
+    if bar and sys.stderr.isatty():
+        await _bar(job, total, Console(stderr=True))
     else:
         await _log_lines(job, total, interval)
 
@@ -71,14 +82,10 @@ async def _bar(job: Job, total: int | None, console: Console) -> None:
         task = progress.add_task("submit", total=total, status="")
         try:
             while True:
-                c = job.counters
-                done = c.decided + c.skipped + c.skipped_failed
-                progress.update(task, completed=done, status=_status_text(job))
+                progress.update(task, completed=_done(job), status=_status_text(job))
                 await anyio.sleep(0.125)
         finally:
-            c = job.counters
-            done = c.decided + c.skipped + c.skipped_failed
-            progress.update(task, completed=done, status=_status_text(job))
+            progress.update(task, completed=_done(job), status=_status_text(job))
 
 
 async def _log_lines(job: Job, total: int | None, interval: float) -> None:
@@ -86,9 +93,9 @@ async def _log_lines(job: Job, total: int | None, interval: float) -> None:
     while True:
         await anyio.sleep(interval)
         c = job.counters
-        log.info(
+        cli_log(
             "progress",
-            done=c.decided + c.skipped + c.skipped_failed,
+            done=_done(job),
             total=total,
             started=c.started,
             not_activated=c.not_activated,
@@ -96,39 +103,57 @@ async def _log_lines(job: Job, total: int | None, interval: float) -> None:
             invalid=c.invalid,
             rate=round(job.rate, 1),
             paused=c.paused,
+            unreachable=c.unreachable,
             elapsed_s=round(time.monotonic() - start, 1),
         )
 
 
-def summary_table(summary: Summary) -> Table:
-    """The end-of-run table."""
+def summary_rows(summary: Summary, repaired_bytes: int = 0) -> list[tuple[str, Any]]:
+    """The end-of-run summary as (label, value) rows.
+
+    Item rows count what this run decided; "invalid lines" counts manifest lines (with or
+    without a readable id), as ``a2ibatch status`` does for the last run.
+    """
     c = summary.counts
-    table = Table(title=f"a2ibatch {summary.task} job", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
     rows: list[tuple[str, Any]] = [
         ("started", c["started"]),
-        ("  of which recovered", c["recovered"]),
+        ("  of which recovered (found after a lost answer)", c["recovered"]),
         ("not activated", c["not_activated"]),
         ("failed", c["failed"]),
         ("invalid lines", c["invalid"]),
+    ]
+    if c.get("unverified"):
+        rows.append(("unverified (a rerun checks them first)", c["unverified"]))
+    if c.get("name_taken"):
+        rows.append(("name taken by a loop of unknown owner", c["name_taken"]))
+    rows += [
         ("already done (skipped)", c["skipped"]),
         ("failed earlier (skipped; --retry-failed)", c["skipped_failed"]),
+    ]
+    if c.get("skipped_name_taken"):
+        rows.append(("name taken earlier (skipped)", c["skipped_name_taken"]))
+    if c.get("reanalysed"):
+        rows.append(("analysed again after a lost answer", c["reanalysed"]))
+    rows += [
         ("calls", c["calls"]),
         ("throttled calls", f"{c['throttled']} ({_pct(c['throttled'], c['calls'])})"),
         ("retries", c["retries"]),
         ("paused for quota", f"{c['paused_seconds']:.1f} s"),
+    ]
+    if c.get("unreachable_seconds"):
+        rows.append(("waited for the endpoint", f"{c['unreachable_seconds']:.1f} s"))
+    rows += [
         ("elapsed", f"{summary.elapsed:.1f} s"),
         ("items/s", f"{_per_second(c, summary.elapsed):.1f}"),
         ("ledger", summary.ledger),
     ]
-    for label, value in rows:
-        table.add_row(label, str(value))
+    if repaired_bytes:
+        rows.append(("ledger repaired", f"{repaired_bytes} bytes of a torn tail cut off"))
     if summary.aborted:
-        table.add_row("[red]stopped early", summary.aborted)
+        rows.append(("stopped early", "see the error below; rerun the same command to resume"))
     elif summary.stopped:
-        table.add_row("[yellow]stopped", "on request; rerun the same command to carry on")
-    return table
+        rows.append(("stopped", "on request; rerun the same command to carry on"))
+    return rows
 
 
 def _pct(part: int, whole: int) -> str:

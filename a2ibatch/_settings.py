@@ -1,5 +1,8 @@
 """Settings: flags, then `A2IBATCH_*` environment variables, then a TOML file, then defaults.
 
+`load_settings` merges those sources for the CLI, and for any library caller who wants the
+same precedence.
+
 Everything a job needs is one frozen value, so a library caller builds it directly and the
 CLI builds it from its sources; nothing reads the environment behind the caller's back.
 Credentials and region are not settings of ours: they come from the standard AWS chain
@@ -20,9 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._errors import ConfigError
+from ._errors import ConfigError, setting
 from ._models import CONTENT_CLASSIFIERS, TEXTRACT_FEATURE_TYPES, TaskType
 from ._naming import DEFAULT_PREFIX, check_prefix
+from ._text import printable, redact_url
 
 ENV_PREFIX = "A2IBATCH_"
 FLOW_DEFINITION_ARN_PREFIX = "arn:"
@@ -33,6 +37,9 @@ class AwsSettings:
     """Where and how to reach AWS (or the emulator)."""
 
     endpoint_url: str | None = None
+    #: the endpoint of every S3 call (manifest, preflight, results, ledger); None: botocore's
+    #: ``AWS_ENDPOINT_URL_S3``, else `endpoint_url`
+    s3_endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
     connect_timeout: float = 10.0
@@ -42,8 +49,9 @@ class AwsSettings:
     allow_insecure_endpoint: bool = False
 
     def __post_init__(self) -> None:
-        if self.endpoint_url:
-            check_endpoint(self.endpoint_url, self.allow_insecure_endpoint)
+        for url in (self.endpoint_url, self.s3_endpoint_url):
+            if url:
+                check_endpoint(url, self.allow_insecure_endpoint)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class SubmitSettings:
     quota_pause: float = 30.0
     #: give up (exit 3) when the in-progress quota stays full this long
     quota_wait_limit: float = 3600.0
+    #: give up (exit 3) when the endpoint stays unreachable this long (calls wait meanwhile)
+    outage_limit: float = 300.0
     #: on a graceful stop, how long calls in flight may take to finish
     grace_period: float = 30.0
     #: checks before spending (flow definition, region, CORS, PII rule, cost)
@@ -89,15 +99,20 @@ class SubmitSettings:
             self.flow_definition_arn
         ):
             raise ConfigError(
-                "--flow-definition-arn must be a flow definition ARN "
+                f"{setting('flow_definition_arn')} must be a flow definition ARN "
                 "(arn:aws:sagemaker:REGION:ACCOUNT:flow-definition/NAME)"
             )
         if self.rate is not None and not self.rate > 0:
-            raise ConfigError("--rate must be a positive number of requests per second")
+            raise ConfigError(f"{setting('rate')} must be a positive number of requests per second")
         if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError("--concurrency must be at least 1")
+            raise ConfigError(f"{setting('concurrency')} must be at least 1")
         if self.max_attempts < 1:
-            raise ConfigError("--max-attempts must be at least 1")
+            raise ConfigError(f"{setting('max_attempts')} must be at least 1")
+        for name in ("checkpoint_interval", "quota_pause", "quota_wait_limit", "outage_limit",
+                     "grace_period"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"{setting(name)} must be a number of seconds, at least 0")
         bad = set(self.content_classifiers) - CONTENT_CLASSIFIERS
         if bad:
             raise ConfigError(
@@ -110,21 +125,33 @@ class SubmitSettings:
                 f"feature types must be some of {', '.join(sorted(TEXTRACT_FEATURE_TYPES))}"
             )
         if self.max_failure_ratio is not None and not 0 < self.max_failure_ratio <= 1:
-            raise ConfigError("--max-failures as a percentage must be between 0% and 100%")
+            raise ConfigError(
+                f"{setting('max_failure_ratio')} must be a fraction between 0 and 1 "
+                "(a percentage between 0% and 100%)"
+            )
+        if self.max_failures is not None and self.max_failures < 1:
+            raise ConfigError(f"{setting('max_failures')} must be at least 1")
 
 
 def _task(value: object) -> TaskType:
     try:
         return TaskType(str(value))
     except ValueError:
-        raise ConfigError(f"--task must be one of {', '.join(t.value for t in TaskType)}") from None
+        raise ConfigError(
+            f"{setting('task')} must be one of {', '.join(t.value for t in TaskType)}"
+        ) from None
 
 
 def check_endpoint(url: str, allow_insecure: bool) -> None:
     """Refuse a plain-http endpoint off this machine unless the user insists."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"endpoint URL must be http(s)://HOST[:PORT], got {url!r}")
+        raise ConfigError(
+            f"an endpoint URL must be http(s)://HOST[:PORT], not {printable(redact_url(url))}"
+        )
     if parts.scheme == "https" or allow_insecure:
         return
     host = parts.hostname
@@ -134,20 +161,23 @@ def check_endpoint(url: str, allow_insecure: bool) -> None:
         loopback = host == "localhost"
     if not loopback:
         raise ConfigError(
-            f"refusing plain-http endpoint {url}: requests and credentials would travel "
-            "unencrypted; use https, a loopback address, or --allow-insecure-endpoint"
+            f"refusing plain-http endpoint {printable(redact_url(url))}: requests and "
+            "credentials would travel unencrypted; use https, a loopback address, or "
+            f"{setting('allow_insecure_endpoint', True)}"
         )
 
 
 def parse_max_failures(text: str) -> tuple[int | None, float | None]:
-    """`--max-failures N` or `N%` into (count, ratio)."""
-    text = text.strip()
+    """``N`` or ``N%`` into (count, ratio)."""
+    text = str(text).strip()
     try:
         if text.endswith("%"):
             return None, float(text[:-1]) / 100.0
         return int(text), None
     except ValueError:
-        raise ConfigError("--max-failures takes a count (100) or a percentage (5%)") from None
+        raise ConfigError(
+            f"{setting('max_failures')} takes a count (100) or a percentage (5%)"
+        ) from None
 
 
 _AWS_FIELDS = {f.name for f in dataclasses.fields(AwsSettings)}
@@ -163,7 +193,8 @@ def load_settings(
     """Merge the sources into one `SubmitSettings` (flags win, then env, then the file).
 
     `flags` holds only what the user gave (None values are ignored).  Unknown keys in the
-    file are refused, so a typo does not silently fall back to a default.
+    file are refused, so a typo does not silently fall back to a default.  ``max_failures``
+    may be given as text from any source: ``"100"`` or ``"5%"``.
     """
     values: dict[str, Any] = {}
     if config_file is not None:
@@ -177,20 +208,53 @@ def load_settings(
         if value is not None:
             values[name] = value
     aws = AwsSettings(**{k: values.pop(k) for k in list(values) if k in _AWS_FIELDS})
-    for required in ("task", "flow_definition_arn", "ledger"):
-        if required not in values:
-            flag = "--" + required.replace("_", "-")
-            raise ConfigError(
-                f"{flag} is required (or {ENV_PREFIX}{required.upper()}, or {required} in "
-                "the config file)"
-            )
+    missing = [name for name in ("task", "flow_definition_arn", "ledger") if name not in values]
+    if missing:
+        named = ", ".join(
+            f"{setting(name)} (or {ENV_PREFIX}{name.upper()}, or {name} in the config file)"
+            for name in missing
+        )
+        raise ConfigError(f"missing required setting{'s' if len(missing) > 1 else ''}: {named}")
+    raw = values.get("max_failures")
+    if isinstance(raw, str):
+        values["max_failures"], ratio = parse_max_failures(raw)
+        if ratio is not None:
+            values["max_failure_ratio"] = ratio
     for name in ("content_classifiers", "feature_types"):
         if name in values:
             values[name] = tuple(values[name])
     try:
         return SubmitSettings(aws=aws, **values)
-    except TypeError as exc:  # a value of the wrong type in the file
-        raise ConfigError(f"invalid setting: {exc}") from None
+    except TypeError:  # a value of the wrong type in the file
+        kinds = ", ".join(f"{k}: {type(v).__name__}" for k, v in sorted(values.items()))
+        raise ConfigError(f"a setting has a value of the wrong type ({kinds})") from None
+
+
+def load_aws_settings(
+    flags: Mapping[str, Any],
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AwsSettings:
+    """`AwsSettings` from the same sources and precedence as `load_settings` (flags, then
+    `A2IBATCH_*` variables, then the ``[aws]`` table of a TOML file)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(
+            {k: v for k, v in _read_toml(Path(config_file)).items() if k in _AWS_FIELDS}
+        )
+    env = os.environ if environ is None else environ
+    for name in _AWS_FIELDS:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw)
+    for name, value in flags.items():
+        if value is not None and name in _AWS_FIELDS:
+            values[name] = value
+    try:
+        return AwsSettings(**values)
+    except TypeError:
+        raise ConfigError("an AWS setting has a value of the wrong type") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -198,20 +262,24 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {printable(path)}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"config file {printable(path)} is not valid TOML: {printable(exc)}"
+        ) from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key == "aws" and isinstance(value, dict):
             for k, v in value.items():
                 if k not in _AWS_FIELDS:
-                    raise ConfigError(f"config file {path}: unknown setting aws.{k}")
+                    raise ConfigError(
+                        f"config file {printable(path)}: unknown setting aws.{printable(k)}"
+                    )
                 flat[k] = v
         elif key in _SUBMIT_FIELDS:
             flat[key] = value
         else:
-            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            raise ConfigError(f"config file {printable(path)}: unknown setting {printable(key)!r}")
     return flat
 
 
@@ -222,6 +290,8 @@ def _field_type(name: str) -> Any:
 
 def _coerce(name: str, raw: str) -> Any:
     """Turn an environment variable's text into the setting's type."""
+    if name == "max_failures":
+        return raw  # a count or a percentage: parsed with the other sources' values
     kind = _field_type(name)
     if isinstance(kind, types.UnionType):  # X | None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))

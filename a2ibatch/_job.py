@@ -1,9 +1,13 @@
-"""The library as a caller sees it: `Job`, `submit()`, `stream()` and `dry_run()`.
+"""A whole job as a caller sees it: `Job`, `submit()` and `stream()`.
 
 Everything runs inside the caller's event loop (asyncio; aiobotocore is asyncio-only), with
 no printing, no exits and no global state, so two jobs can run side by side in one process.
 Cancelling a job (a cancel scope, `asyncio.Task.cancel`) leaves the ledger consistent: every
 record handed to the writer is written and synced before the cancellation finishes.
+
+The order of a run matters for exactly-once: the ledger's lock is taken first, then the
+ledger is read under it (so what the run reads is what it holds: a second submit can never
+act on a stale read), then preflight, then the run's records.
 """
 
 from __future__ import annotations
@@ -11,27 +15,36 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import structlog
+import anyio.lowlevel
+import anyio.to_thread
 
-from ._clients import client_kwargs, make_session, open_client, versions
-from ._config import SubmitSettings
-from ._errors import A2IBatchError, JobAborted, LedgerWriteError, first_error
-from ._ledger import JobHeader, LedgerIndex, LedgerWriter, load_ledger
-from ._manifest import read_manifest, read_manifest_batches
-from ._models import Invalid, Item, Outcome, Status, TaskType
+from ._aws import A2I_SERVICE, open_clients, versions
+from ._calls import Caller
+from ._counters import Counters
+from ._errors import A2IBatchError, LedgerWriteError, first_error
+from ._log import get_logger
+from ._meters import Meters
+from ._models import Invalid, Item, Outcome, TaskType
 from ._naming import Namer
-from ._preflight import ManifestScan, PreflightReport, preflight, scan_manifest
+from ._plan import Planner, tally
+from ._preflight import PreflightReport, preflight
 from ._retry import RetryPolicy
-from ._runner import Counters, Runner, RunOptions
-from ._tasks import A2I_SERVICE, RequestOptions, TaskAdapter, adapter_for
+from ._runner import Runner, RunOptions
+from ._settings import SubmitSettings
+from ._tasks import RequestOptions, TaskAdapter, adapter_for
+from .ledger import JobHeader, LedgerIndex, LedgerWriter, LocalStore, read_ledger
+from .manifest import read_manifest, read_manifest_batches
 
-log = structlog.get_logger("a2ibatch")
+log = get_logger()
 
 Source = AsyncIterable[Item | Invalid] | Iterable[Item | Invalid]
+
+#: a plain iterable of items lets other tasks run after this many entries
+_ITEMS_PER_CHECKPOINT = 256
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,8 @@ class Summary:
         if self.stopped:
             return 130
         c = self.counts
-        return 1 if c["failed"] or c["invalid"] or c["skipped_failed"] else 0
+        attention = ("failed", "invalid", "skipped_failed", "unverified", "name_taken")
+        return 1 if any(c.get(name) for name in attention) else 0
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -64,11 +78,7 @@ class Summary:
         }
 
 
-#: a plain iterable of items lets other tasks run after this many entries
-_ITEMS_PER_CHECKPOINT = 256
-
-
-async def _as_async(source: Source) -> AsyncIterator[Item | Invalid]:
+async def as_async(source: Source) -> AsyncIterator[Item | Invalid]:
     """`source` as an async iterator.  A plain iterable yields to the event loop every
     `_ITEMS_PER_CHECKPOINT` entries: often enough that skipping a long run of done items
     starves nothing, seldom enough to cost nothing per item."""
@@ -80,6 +90,15 @@ async def _as_async(source: Source) -> AsyncIterator[Item | Invalid]:
             yield entry
             if not n % _ITEMS_PER_CHECKPOINT:
                 await anyio.lowlevel.checkpoint()
+
+
+def job_planner(settings: SubmitSettings, index: LedgerIndex | None, *, unique: bool) -> Planner:
+    """The plan of a job's entries (the runner's, the dry run's and preflight's)."""
+    adapter = adapter_for(settings.task)
+    namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
+    return Planner(
+        namer, index, adapter.payload_key, retry_failed=settings.retry_failed, unique=unique
+    )
 
 
 class Job:
@@ -103,11 +122,22 @@ class Job:
         self._items = items
         self.policy = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
         self.counters = Counters()
+        self.meters = Meters(
+            self.counters,
+            ceiling=settings.rate,
+            concurrency=settings.concurrency,
+            quota_pause=settings.quota_pause,
+            quota_wait_limit=settings.quota_wait_limit,
+            outage_limit=settings.outage_limit,
+            primary=self.adapter.operation,
+        )
         self.index: LedgerIndex | None = None
         self._runner: Runner | None = None
         self._stop_requested = False
         self.started_at: float | None = None
         self.preflight_report: PreflightReport | None = None
+        #: bytes of a damaged ledger tail cut off when the run read the ledger
+        self.repaired_bytes = 0
 
     # -- what a progress display reads -----------------------------------------------------
 
@@ -117,7 +147,7 @@ class Job:
 
     @property
     def concurrency(self) -> int:
-        return self._runner.governor.limit if self._runner else 0
+        return self.meters.cap.limit
 
     @property
     def running(self) -> bool:
@@ -151,43 +181,50 @@ class Job:
         """
         s = self.settings
         self.started_at = time.monotonic()
-        index = await anyio.to_thread.run_sync(load_ledger, s.ledger, abandon_on_cancel=True)
-        index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
-        self.index = index
         aborted: A2IBatchError | None = None
         summary: Summary | None = None
+        store = LocalStore(s.ledger)
         async with AsyncExitStack() as stack:
+            files = await stack.enter_async_context(
+                store.run(sidecar=s.task is not TaskType.CUSTOM)
+            )
+            if files.ledger.tightened:
+                log.warning("ledger_mode_tightened", ledger=store.label, mode="0600")
+            index = await anyio.to_thread.run_sync(
+                read_ledger, files.ledger, abandon_on_cancel=True
+            )
+            index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
+            self.index = index
+            self.repaired_bytes = index.repaired_bytes
+            if index.repaired_bytes:
+                log.warning("ledger_tail_cut", ledger=store.label, bytes=index.repaired_bytes)
+            caller = Caller(self.meters, self.policy)
             clients = await self._clients(stack)
             if s.preflight:
-                self.preflight_report = await self._preflight(clients, index)
-            source = self._source(clients)
+                self.preflight_report = await self._preflight(clients, index, caller)
             writer = await stack.enter_async_context(
                 LedgerWriter.open(
-                    s.ledger,
+                    files.ledger,
                     self.header(),
+                    sidecar=files.sidecar,
                     checkpoint_interval=s.checkpoint_interval,
-                    sidecar=s.task is not TaskType.CUSTOM,
+                    after_sync=files.after_sync,
                 )
             )
             runner = Runner(
                 adapter=self.adapter,
                 clients=clients,
                 writer=writer,
-                index=index,
+                planner=job_planner(s, index, unique=self._items is not None),
+                caller=caller,
                 settings=self._run_options(),
                 on_outcome=on_outcome,
-                counters=self.counters,
             )
             self._runner = runner
             if self._stop_requested:
                 runner.stop()
             try:
-                await runner.run(source)
-            except BaseExceptionGroup as group:
-                error = first_error(group)
-                if not isinstance(error, A2IBatchError):
-                    raise
-                aborted = error
+                await runner.run(self._source(clients))
             except A2IBatchError as error:
                 aborted = error
             summary = self._summary(aborted)
@@ -195,7 +232,7 @@ class Job:
                 await writer.record(summary.to_record())
         assert summary is not None
         if aborted is not None:
-            log.error("job_aborted", reason=str(aborted))
+            log.info("job_aborted", code=aborted.code)
             aborted.summary = summary
             raise aborted
         return summary
@@ -212,27 +249,28 @@ class Job:
         )
 
     async def _preflight(
-        self, clients: Mapping[str, Any], index: LedgerIndex
+        self, clients: Mapping[str, Any], index: LedgerIndex, caller: Caller
     ) -> PreflightReport | None:
-        """Check the flow definition, buckets and cost before the first call that costs."""
+        """Check the flow definition, buckets and cost before the first call that costs.
+
+        The manifest's items are counted by the job's own plan: the cost estimate covers
+        exactly what the run will send.
+        """
         s = self.settings
-        scan: ManifestScan | None = None
+        scan = None
         if self._items is None and s.manifest != "-":
-
-            def done(item_id: str) -> bool:
-                state = index.state(item_id)
-                return state is not None and state.done
-
-            scan = await scan_manifest(s, clients.get("s3"), done=done)
-            if scan.items == 0:
+            batches = read_manifest_batches(s.manifest, s.task, s3_client=clients.get("s3"))
+            scan = await tally(job_planner(s, index, unique=False), batches, details=True)
+            if scan.to_send == 0:
                 return None  # nothing left to send: nothing to check, and no call at all
         report = await preflight(
             s,
             session=self._session,
-            items=None if scan is None else scan.items,
+            items=None if scan is None else scan.to_send,
             buckets=set() if scan is None else scan.buckets,
             s3_client=clients.get("s3"),
             item_classifiers=None if scan is None else scan.classifiers,
+            caller=caller,
         )
         for warning in report.warnings:
             log.warning("preflight", detail=warning)
@@ -242,33 +280,21 @@ class Job:
         s = self.settings
         return RunOptions(
             options=RequestOptions(s.flow_definition_arn, s.content_classifiers, s.feature_types),
-            name_prefix=s.name_prefix,
-            policy=self.policy,
-            rate_ceiling=s.rate,
-            concurrency=s.concurrency,
-            retry_failed=s.retry_failed,
             max_failures=s.max_failures,
             max_failure_ratio=s.max_failure_ratio,
-            quota_pause=s.quota_pause,
-            quota_wait_limit=s.quota_wait_limit,
             grace_period=s.grace_period,
         )
 
     async def _clients(self, stack: AsyncExitStack) -> dict[str, Any]:
-        session = make_session(self.settings, self._session)
         pool = max(self.settings.concurrency or 0, 1024)
-        kwargs = client_kwargs(self.settings, pool)
-        clients: dict[str, Any] = {}
-        for service in {self.adapter.service, A2I_SERVICE}:
-            clients[service] = await open_client(stack, session, service, kwargs)
+        services = {service: pool for service in (self.adapter.service, A2I_SERVICE)}
         if self._items is None and self.settings.manifest.startswith("s3://"):
-            s3_kwargs = {k: v for k, v in kwargs.items() if k != "config"}
-            clients["s3"] = await open_client(stack, session, "s3", s3_kwargs)
-        return clients
+            services["s3"] = 16
+        return await open_clients(stack, self.settings.aws, self._session, services)
 
     def _source(self, clients: Mapping[str, Any]) -> AsyncIterator[Item | Invalid]:
         if self._items is not None:
-            return _as_async(self._items)
+            return as_async(self._items)
         return read_manifest(
             self.settings.manifest, self.settings.task, s3_client=clients.get("s3")
         )
@@ -295,8 +321,10 @@ async def stream(
 ) -> AsyncIterator[AsyncIterator[Outcome]]:
     """Run a job in the background and iterate its outcomes as they are decided.
 
-    A consumer that stops reading holds the job up once `buffer` outcomes wait (it never
-    grows memory); leaving the block early cancels the job, ledger intact.
+    Only the outcomes this run decides are iterated: items a rerun skips (the ledger has
+    them done) are not.  A consumer that stops reading holds the job up once `buffer`
+    outcomes wait (it never grows memory); leaving the block early cancels the job, ledger
+    intact.  An error that stops the job is raised from the block as itself.
     """
     send, receive = anyio.create_memory_object_stream[Outcome](buffer)
     job = Job(settings, session=session, items=items)
@@ -315,102 +343,3 @@ async def stream(
     except BaseExceptionGroup as group:
         # The caller sees the job's own error (JobAborted, LedgerError ...) or its own.
         raise first_error(group) from None
-
-
-@dataclass
-class DryRunReport:
-    """What a job would send, found without calling anything or writing any file."""
-
-    task: str
-    items: int = 0  # valid items that would be sent
-    already_done: int = 0  # valid items the ledger already has as started/not_activated
-    invalid: int = 0
-    problems: list[Invalid] = field(default_factory=list)  # the first `max_problems`
-    sample_names: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.invalid else 0
-
-
-async def dry_run(
-    settings: SubmitSettings,
-    *,
-    session: Any | None = None,
-    items: Source | None = None,
-    max_problems: int = 1000,
-) -> DryRunReport:
-    """Read and check the whole manifest and compute every name; send and write nothing.
-
-    A manifest is read in `read_manifest_batches`' lists, and each entry is handled inline:
-    a dry run of a million lines is measured against ``json.loads`` over the same file
-    (``benchmarks/bench_dry_run.py``), so the per-entry work is kept to what a real run does
-    before its first call.
-    """
-    adapter = adapter_for(settings.task)
-    namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
-    index = await anyio.to_thread.run_sync(load_ledger, settings.ledger, abandon_on_cancel=True)
-    report = DryRunReport(task=settings.task.value)
-    resuming = len(index) > 0
-    problems = report.problems
-    samples = report.sample_names
-    name_of = namer.name
-    generated = namer.generated
-    payload_key = adapter.payload_key
-    items_seen = already_done = 0
-
-    async with AsyncExitStack() as stack:
-        if items is not None:
-            source: AsyncIterator[list[Item | Invalid]] = _as_batches(items)
-        else:
-            s3 = None
-            if settings.manifest.startswith("s3://"):
-                session = make_session(settings, session)
-                kwargs = client_kwargs(settings, 10)
-                kwargs.pop("config")
-                s3 = await open_client(stack, session, "s3", kwargs)
-            source = read_manifest_batches(settings.manifest, settings.task, s3_client=s3)
-        async for batch in source:
-            for entry in batch:
-                if type(entry) is not Item and isinstance(entry, Invalid):
-                    report.invalid += 1
-                    if len(problems) < max_problems:
-                        problems.append(entry)
-                    continue
-                if entry.name is None:
-                    name = generated(entry.id, payload_key(entry))
-                else:
-                    name, reason = name_of(entry.id, entry.name, payload_key(entry))
-                    if reason is not None:
-                        report.invalid += 1
-                        if len(problems) < max_problems:
-                            problems.append(Invalid(entry.line, reason, entry.id))
-                        continue
-                items_seen += 1
-                if resuming:
-                    state = index.state(entry.id)
-                    if state is not None and state.done:
-                        already_done += 1
-                if items_seen <= 5:
-                    samples.append(name)
-    report.items = items_seen
-    report.already_done = already_done
-    return report
-
-
-async def _as_batches(source: Source) -> AsyncIterator[list[Item | Invalid]]:
-    """`source`'s entries one per list, in the shape `read_manifest_batches` hands out."""
-    async for entry in _as_async(source):
-        yield [entry]
-
-
-__all__ = [
-    "DryRunReport",
-    "Job",
-    "JobAborted",
-    "Status",
-    "Summary",
-    "dry_run",
-    "stream",
-    "submit",
-]

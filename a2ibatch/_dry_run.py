@@ -1,0 +1,101 @@
+"""`dry_run()`: what a job would send, found without calling anything or writing anything.
+
+The dry run reads and checks the whole manifest and decides every entry through the job's
+own plan (`Planner`), so its count of items to send is exactly what `submit` would send,
+with and without `retry_failed`.  It reads the ledger without changing it (a torn tail is
+left for the real run to cut).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._aws import open_clients
+from ._job import Source, as_async, job_planner
+from ._models import Invalid, Item
+from ._plan import tally
+from ._settings import SubmitSettings
+from .ledger import load_ledger
+from .manifest import read_manifest_batches
+
+
+@dataclass
+class DryRunReport:
+    """What a job would send, found without calling anything or writing any file."""
+
+    task: str
+    items: int = 0  # valid items seen
+    to_send: int = 0  # items a run would send (what preflight's cost estimate counts)
+    to_check: int = 0  # of those: a call may have reached the service; checked first
+    already_done: int = 0  # the ledger has them started or not activated
+    skipped_failed: int = 0  # failed earlier; a run sends them with retry_failed
+    skipped_name_taken: int = 0  # recorded name_taken earlier
+    invalid: int = 0
+    problems: list[Invalid] = field(default_factory=list)  # the first `max_problems`
+    sample_names: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.invalid else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "items": self.items,
+            "to_send": self.to_send,
+            "to_check": self.to_check,
+            "already_done": self.already_done,
+            "skipped_failed": self.skipped_failed,
+            "skipped_name_taken": self.skipped_name_taken,
+            "invalid": self.invalid,
+            "sample_names": list(self.sample_names),
+        }
+
+
+async def dry_run(
+    settings: SubmitSettings,
+    *,
+    session: Any | None = None,
+    items: Source | None = None,
+    max_problems: int = 1000,
+) -> DryRunReport:
+    """Read and check the whole manifest and decide every entry; send and write nothing."""
+    index = await anyio.to_thread.run_sync(
+        lambda: load_ledger(settings.ledger, repair=False), abandon_on_cancel=True
+    )
+    planner = job_planner(settings, index, unique=items is not None)
+    async with AsyncExitStack() as stack:
+        source: AsyncIterator[list[Item | Invalid]]
+        if items is not None:
+            source = _as_batches(items)
+        else:
+            s3 = None
+            if settings.manifest.startswith("s3://"):
+                clients = await open_clients(stack, settings.aws, session, {"s3": 10})
+                s3 = clients["s3"]
+            source = read_manifest_batches(settings.manifest, settings.task, s3_client=s3)
+        found = await tally(planner, source, max_problems=max_problems, samples=5)
+    return DryRunReport(
+        task=settings.task.value,
+        items=found.items,
+        to_send=found.to_send,
+        to_check=found.to_check,
+        already_done=found.done,
+        skipped_failed=found.failed,
+        skipped_name_taken=found.name_taken,
+        invalid=found.invalid,
+        problems=found.problems,
+        sample_names=found.sample_names,
+    )
+
+
+async def _as_batches(source: Source) -> AsyncIterator[list[Item | Invalid]]:
+    """`source`'s entries one per list, in the shape `read_manifest_batches` hands out."""
+    async for entry in as_async(source):
+        yield [entry]

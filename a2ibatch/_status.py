@@ -1,0 +1,105 @@
+"""`status()`: what a ledger says about its job, for people (``a2ibatch status``) and programs.
+
+It counts items (ids) by the state their last outcome left them in, the invalid lines of the
+last run (lines, with or without a readable id), and the job's human loops by the status
+`track` last recorded; with `list_states`, it lists the items (and lines) of those states with
+their error code and reason, never their content.  Reading repairs a torn tail (what a crash
+or a power loss leaves) and says how many bytes were cut.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._errors import ConfigError, LedgerError, setting
+from ._models import Status
+from ._text import printable
+from .ledger import LedgerIndex, LocalStore, Row, read_ledger
+
+#: the states `list_states` may name
+LISTABLE: frozenset[Status] = frozenset(Status)
+
+
+@dataclass
+class StatusReport:
+    """A ledger's account of its job."""
+
+    ledger: str
+    task: str | None
+    flow_definition_arn: str | None
+    name_prefix: str | None
+    runs: int
+    items: dict[str, int]  # ids by their last state (every state, zeros included)
+    invalid_lines: int  # invalid outcomes recorded by the last run (lines)
+    loops: dict[str, int]  # the job's loops by last tracked status ("Untracked": never)
+    pending: int  # ids with a call that may have reached the service and no outcome
+    repaired_bytes: int  # bytes of a torn tail cut off while reading
+    rows: list[Row] = field(default_factory=list)  # with `list_states`
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "task": self.task,
+            "flow_definition_arn": self.flow_definition_arn,
+            "name_prefix": self.name_prefix,
+            "runs": self.runs,
+            "items": self.items,
+            "invalid_lines_last_run": self.invalid_lines,
+            "pending_intents": self.pending,
+            "loops": self.loops,
+            "repaired_bytes": self.repaired_bytes,
+        }
+
+
+def _states(names: Collection[str | Status] | None) -> frozenset[Status] | None:
+    if names is None:
+        return None
+    chosen: set[Status] = set()
+    for name in names:
+        try:
+            chosen.add(Status(name))
+        except ValueError:
+            known = ", ".join(sorted(s.value for s in LISTABLE))
+            raise ConfigError(
+                f"{setting('list_states')} takes states among {known}; "
+                f"not {printable(name)!r}"
+            ) from None
+    return frozenset(chosen)
+
+
+async def status(
+    ledger: str | os.PathLike[str], *, list_states: Collection[str | Status] | None = None
+) -> StatusReport:
+    """What the ledger at `ledger` says (LedgerError when there is none)."""
+    select = _states(list_states)
+    store = LocalStore(ledger)
+    file = store.read()
+    if file is None:
+        raise LedgerError(f"no ledger at {printable(store.label)}")
+    try:
+        index: LedgerIndex = await anyio.to_thread.run_sync(
+            lambda: read_ledger(file, path=store.label, loops=True, select=select),
+            abandon_on_cancel=True,
+        )
+    finally:
+        file.close()
+    header = index.header
+    return StatusReport(
+        ledger=store.label,
+        task=header.task.value if header else None,
+        flow_definition_arn=header.flow_definition_arn if header else None,
+        name_prefix=header.name_prefix if header else None,
+        runs=index.runs,
+        items={s.value: n for s, n in index.counts.items()},
+        invalid_lines=index.invalid_lines,
+        loops=index.loop_counts(),
+        pending=index.pending,
+        repaired_bytes=index.repaired_bytes,
+        rows=index.rows,
+    )

@@ -1,0 +1,51 @@
+"""The ledger: the append-only JSONL record that makes a job resumable and exactly-once.
+
+* `_format`: every record type and the job header;
+* `_files`: the only code touching ledger bytes (open and lock, lines, append, cut, fsync);
+* `_store`: where a ledger lives (`LocalStore`), behind a small interface;
+* `_reader`: the one reader (`read_ledger`), used by submit, status and every lifecycle command;
+* `_writer`: the one writer, in run or append mode.
+
+``docs/ledger.md`` describes the format and the guarantees.
+"""
+
+from ._files import MAX_LINE_BYTES, LedgerFile, append_all_to, last_line_end
+from ._format import (
+    SIDECAR_SUFFIX,
+    JobHeader,
+    dumps,
+    iso_time,
+    loop_action_record,
+    loop_status_record,
+    outcome_record,
+    utc_timestamp,
+)
+from ._reader import FINAL_STATUSES, LedgerIndex, LoopState, Row, load_ledger, read_ledger
+from ._store import LedgerStore, LocalStore, RunFiles, open_writer
+from ._writer import LedgerWriter
+
+__all__ = [
+    "FINAL_STATUSES",
+    "MAX_LINE_BYTES",
+    "SIDECAR_SUFFIX",
+    "JobHeader",
+    "LedgerFile",
+    "LedgerIndex",
+    "LedgerStore",
+    "LedgerWriter",
+    "LocalStore",
+    "LoopState",
+    "Row",
+    "RunFiles",
+    "append_all_to",
+    "dumps",
+    "iso_time",
+    "last_line_end",
+    "load_ledger",
+    "loop_action_record",
+    "loop_status_record",
+    "open_writer",
+    "outcome_record",
+    "read_ledger",
+    "utc_timestamp",
+]

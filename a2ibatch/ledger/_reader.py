@@ -1,0 +1,452 @@
+"""The one reader of ledgers: a single pass that builds what every command needs.
+
+`read_ledger` reads a ledger once and builds a `LedgerIndex`: the job's identity (the first
+``job`` record), each id's state (the last outcome's status) and whether it has a *pending
+intent* (a call that may have reached the service with no outcome since), the counts by
+state, and the runs' time spans.  Asked for them, it also collects the job's human loops
+with their last tracked status (`loops`, for track, results, stop, delete and reconcile),
+the loop names of every intent (`intents`, for reconcile) and the rows of chosen states
+(`select`, for ``status --list``).
+
+Ids are kept in an `IdTable` (a 64-bit digest and a state per id, about 14 bytes an id),
+never as strings, unless loops or rows are asked for.
+
+A torn tail (an incomplete last line, or last lines that are not records: what a crash or a
+power loss leaves) is cut off when the reader may: the caller holds the writer's lock, or
+can take it for the moment of the cut.  A broken line followed by valid records is damage,
+not a torn tail: LedgerError names the line (never its content).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from .._errors import LedgerError
+from .._idtable import HASH, MASK64, IdTable, digest
+from .._models import Status, TaskType
+from ._files import LedgerFile
+from ._format import JobHeader
+
+_STATUSES: Final[tuple[Status, ...]] = tuple(Status)
+#: table value of each status: its code + 1 (0: an intent, no outcome yet)
+_VALUES: Final[dict[str, int]] = {s.value: i + 1 for i, s in enumerate(_STATUSES)}
+PENDING: Final = 0x100
+_STATE_MASK: Final = 0xFF
+_INVALID: Final = _VALUES[Status.INVALID.value]
+_UNVERIFIED: Final = _VALUES[Status.UNVERIFIED.value]
+_STARTED: Final = Status.STARTED.value
+#: statuses after which a loop never changes again ("Deleted": the service no longer has it)
+FINAL_STATUSES: Final = frozenset({"Completed", "Failed", "Stopped", "Deleted"})
+
+
+@dataclass(slots=True)
+class LoopState:
+    """One human loop the ledger names, with what was last recorded about it."""
+
+    id: str
+    loop_name: str
+    human_loop_arn: str | None
+    status: str | None = None  # the last loop_status record's; None: never tracked
+    output_s3_uri: str | None = None
+    creation_time: str | None = None  # as the service reported it (ISO-8601)
+    started_at: str = ""  # the started outcome's time (just after the loop's creation)
+    deleted_by_us: bool = False  # a delete action of ours removed it
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One item of a chosen state, for listing: never its content."""
+
+    id: str | None
+    line: int | None
+    status: str
+    code: str | None
+    reason: str | None
+    loop_name: str | None = None
+
+
+@dataclass
+class LedgerIndex:
+    """What a ledger says, as `read_ledger` found it."""
+
+    path: str
+    header: JobHeader | None = None  # the first job record: the job's identity
+    started_at: str = ""  # the first job record's time
+    table: IdTable = field(default_factory=IdTable)
+    records: int = 0  # records read (blank lines and a cut tail excluded)
+    runs: int = 0  # job records: how many runs wrote to the ledger
+    repaired_bytes: int = 0  # bytes of torn tail cut off while reading
+    invalid_lines: int = 0  # invalid outcomes of the last run (lines, with or without an id)
+    #: (first, last) record time of each run, in order
+    run_spans: list[tuple[str, str]] = field(default_factory=list)
+    loops: dict[str, LoopState] = field(default_factory=dict)  # by loop name, if asked
+    intents: set[str] = field(default_factory=set)  # intents' loop names, if asked
+    rows: list[Row] = field(default_factory=list)  # of the selected states, if asked
+
+    def state(self, item_id: str) -> Status | None:
+        """The status of `item_id`'s last outcome; None when it has none."""
+        code = self.table.get(digest(item_id), 0) & _STATE_MASK
+        return _STATUSES[code - 1] if code else None
+
+    def lookup(self, item_id: str) -> tuple[Status | None, bool]:
+        """(the state of `item_id`, whether it has a pending intent), in one probe."""
+        value = self.table.get(digest(item_id), 0)
+        code = value & _STATE_MASK
+        return (_STATUSES[code - 1] if code else None), bool(value & PENDING)
+
+    def has_pending_intent(self, item_id: str) -> bool:
+        """Whether a call for `item_id` may have reached the service with no outcome since."""
+        return bool(self.table.get(digest(item_id), 0) & PENDING)
+
+    @property
+    def pending(self) -> int:
+        """How many ids have a pending intent."""
+        return sum(1 for value in self.table.items_values() if value & PENDING)
+
+    @property
+    def counts(self) -> dict[Status, int]:
+        """Ids by their last state (every status present, zero when unused)."""
+        by_code = Counter(value & _STATE_MASK for value in self.table.items_values())
+        return {status: by_code.get(i + 1, 0) for i, status in enumerate(_STATUSES)}
+
+    def check_compatible(
+        self, task: TaskType | str, flow_definition_arn: str, name_prefix: str
+    ) -> None:
+        """Refuse (LedgerError) to resume a ledger that was written for another job."""
+        header = self.header
+        if header is None:
+            return
+        wanted = {
+            "task": TaskType(task).value,
+            "flow definition": flow_definition_arn,
+            "name prefix": name_prefix,
+        }
+        found = {
+            "task": header.task.value,
+            "flow definition": header.flow_definition_arn,
+            "name prefix": header.name_prefix,
+        }
+        differences = [
+            f"its {name} is {found[name]!r}, this run's is {wanted[name]!r}"
+            for name in wanted
+            if wanted[name] != found[name]
+        ]
+        if differences:
+            raise LedgerError(
+                f"ledger {self.path} was written for another job: "
+                + "; ".join(differences)
+                + ". Loop names depend on these, so the job cannot be resumed with other "
+                "values: use the ledger's values, or a new ledger file for a new job"
+            )
+
+    def __contains__(self, item_id: object) -> bool:
+        return isinstance(item_id, str) and digest(item_id) in self.table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def loop_counts(self) -> dict[str, int]:
+        """The job's loops by last recorded status ("Untracked" when none was recorded)."""
+        return dict(Counter(loop.status or "Untracked" for loop in self.loops.values()))
+
+
+def _broken(path: str, lineno: int, detail: str) -> LedgerError:
+    # Never quote the line: ledgers hold ids and messages that may be personal data.
+    return LedgerError(
+        f"ledger {path}: line {lineno} {detail}; only the last lines of a ledger may be torn. "
+        "Restore the file from a backup, or remove or fix that line and rerun"
+    )
+
+
+class _Reader:
+    """The state of one pass; `feed` takes batches of complete lines."""
+
+    def __init__(
+        self, index: LedgerIndex, loops: bool, intents: bool, select: Collection[Status] | None
+    ) -> None:
+        self.index = index
+        self.want_loops = loops
+        self.want_intents = intents
+        self.select = None if select is None else frozenset(s.value for s in select)
+        self.lineno = 0
+        #: (line number, file offset, byte in line) of the first of a run of broken lines
+        self.broken: tuple[int, int, int] | None = None
+        self.loop_of: dict[str, str] = {}  # id -> its loop's name (loops only)
+        self.rows: dict[str, Row] = {}  # id -> row (select only)
+        self.rows_without_id: list[Row] = []
+        self.span: list[str] = []  # [first, last] record time of the current run
+        self.invalid_lines = 0
+
+    def feed(self, lines: list[bytes], offset: int) -> None:
+        # The hot loop: one parse and a table update per line on a rerun's path; every
+        # other kind of record, and every error, is handled out of line.  Line numbers are
+        # worked out only when an error needs one (the first equal line is the one: an
+        # equal line before it would have failed the same way).
+        table = self.index.table
+        table.reserve(len(lines))
+        keys, values, mask = table.keys, table.values, table.mask
+        used = table.used
+        loads = orjson.loads
+        codes = _VALUES
+        hash_ = HASH
+        broken = self.broken
+        other = self._other
+        outcome_other = self.want_loops or self.select is not None
+        intent_other = self.want_loops or self.want_intents
+        skipped = 0
+        line = b""
+        try:
+            for line in lines:
+                try:
+                    record = loads(line)
+                except orjson.JSONDecodeError as exc:
+                    skipped += 1
+                    if broken is None and line.strip():  # blank lines are harmless
+                        n = lines.index(line)
+                        start = offset + sum(len(x) + 1 for x in lines[:n])
+                        broken = self.broken = (self.lineno + 1 + n, start, exc.pos)
+                    continue
+                if broken is not None:
+                    self._raise_broken()
+                event = record["event"]
+                if event == "outcome":
+                    item_id = record["id"]
+                    if item_id is None:
+                        other(record, line, lines)
+                        continue
+                    code = codes[record["status"]]
+                    key = (hash_(item_id) & MASK64) or 1
+                    slot = key & mask
+                    seen = keys[slot]
+                    while seen != key and seen:
+                        slot = (slot + 1) & mask
+                        seen = keys[slot]
+                    if not seen:
+                        keys[slot] = key
+                        used += 1
+                        values[slot] = code
+                    elif code == _INVALID:
+                        # A broken or duplicate line never undoes its id's real state.
+                        if not values[slot] & _STATE_MASK:
+                            values[slot] |= code
+                    elif code == _UNVERIFIED:
+                        values[slot] = code | PENDING  # a rerun checks it first
+                    else:
+                        values[slot] = code
+                    if outcome_other or code == _INVALID:
+                        other(record, line, lines)
+                elif event == "intent":
+                    key = (hash_(record["id"]) & MASK64) or 1
+                    slot = key & mask
+                    seen = keys[slot]
+                    while seen != key and seen:
+                        slot = (slot + 1) & mask
+                        seen = keys[slot]
+                    if seen:
+                        values[slot] |= PENDING
+                    else:
+                        keys[slot] = key
+                        values[slot] = PENDING
+                        used += 1
+                    if intent_other:
+                        other(record, line, lines)
+                else:
+                    other(record, line, lines)
+        except LedgerError:
+            raise
+        except KeyError:
+            raise _broken(
+                self.index.path, self._lineno(lines, line), "is not a ledger record (a field is missing)"
+            ) from None
+        except (TypeError, ValueError, AttributeError):
+            raise _broken(self.index.path, self._lineno(lines, line), "is not a ledger record") from None
+        finally:
+            table.used = used
+        self.lineno += len(lines)
+        self.index.records += len(lines) - skipped
+
+    def _lineno(self, lines: list[bytes], line: bytes) -> int:
+        return self.lineno + 1 + lines.index(line)
+
+    def _other(self, record: dict[str, Any], line: bytes, lines: list[bytes]) -> None:
+        """Every record but a rerun's plain intent and outcome: job, lifecycle, rows."""
+        event = record["event"]
+        at = record.get("at")
+        if self.want_loops and isinstance(at, str) and self.span:
+            self.span[1] = max(self.span[1], at)
+        if event == "outcome":
+            self._outcome(record)
+        elif event == "intent":
+            name = record.get("loop_name")
+            if self.want_intents and isinstance(name, str):
+                self.index.intents.add(name)
+        elif event == "job":
+            self._job(record, self._lineno(lines, line))
+        elif event == "loop_status" and self.want_loops:
+            loop = self.index.loops.get(str(record.get("loop_name")))
+            if loop is not None:
+                status = record.get("loop_status")
+                loop.status = status if isinstance(status, str) else None
+                uri = record.get("output_s3_uri")
+                if isinstance(uri, str):
+                    loop.output_s3_uri = uri
+                created = record.get("creation_time")
+                if isinstance(created, str):
+                    loop.creation_time = created
+        elif event == "loop_action" and self.want_loops:
+            loop = self.index.loops.get(str(record.get("loop_name")))
+            if loop is not None and record.get("action") == "delete":
+                loop.deleted_by_us = loop.deleted_by_us or record.get("result") == "deleted"
+
+    def _outcome(self, record: dict[str, Any]) -> None:
+        status = record["status"]
+        item_id = record["id"]
+        if status == Status.INVALID.value:
+            self.invalid_lines += 1
+        if self.select is not None:
+            self._row(record, item_id, status)
+        if not self.want_loops or not isinstance(item_id, str):
+            return
+        name = record.get("loop_name")
+        if status == _STARTED and isinstance(name, str):
+            previous = self.loop_of.get(item_id)
+            if previous is not None and previous != name:
+                self.index.loops.pop(previous, None)
+            self.loop_of[item_id] = name
+            arn = record.get("human_loop_arn")
+            at = record.get("at")
+            self.index.loops[name] = LoopState(
+                item_id, name, arn if isinstance(arn, str) else None,
+                started_at=at if isinstance(at, str) else "",
+            )
+
+    def _row(self, record: dict[str, Any], item_id: Any, status: str) -> None:
+        if isinstance(item_id, str) and status != Status.INVALID.value:
+            self.rows.pop(item_id, None)  # the last outcome of an id is its state
+        if status not in self.select:  # type: ignore[operator]
+            return
+        error = record.get("error") if isinstance(record.get("error"), dict) else None
+        line = record.get("line")
+        name = record.get("loop_name")
+        row = Row(
+            item_id if isinstance(item_id, str) else None,
+            line if isinstance(line, int) else None,
+            status,
+            str(error.get("code")) if error else None,
+            str(error.get("message")) if error else None,
+            name if isinstance(name, str) else None,
+        )
+        if status == Status.INVALID.value:
+            self.rows_without_id.append(row)  # invalid rows are lines, kept in order
+        elif isinstance(item_id, str):
+            self.rows[item_id] = row
+
+    def _job(self, record: dict[str, Any], lineno: int) -> None:
+        index = self.index
+        index.runs += 1
+        self.invalid_lines = 0
+        self.rows_without_id.clear()
+        at = record.get("at")
+        if isinstance(at, str) and self.want_loops:
+            self.finish_span()
+            self.span = [at, at]
+            index.run_spans.append((at, at))
+        if index.header is None:
+            try:
+                index.header = JobHeader.from_record(record)
+            except (KeyError, TypeError, ValueError):
+                raise _broken(index.path, lineno, "is not a valid job record") from None
+            index.started_at = at if isinstance(at, str) else ""
+
+    def finish_span(self) -> None:
+        if self.span and self.index.run_spans:
+            self.index.run_spans[-1] = (self.span[0], self.span[1])
+
+    def _raise_broken(self) -> None:
+        assert self.broken is not None
+        lineno, _, pos = self.broken
+        raise _broken(self.index.path, lineno, f"is not a valid record (at byte {pos + 1})")
+
+
+def read_ledger(
+    file: LedgerFile | None,
+    *,
+    path: str | None = None,
+    loops: bool = False,
+    intents: bool = False,
+    select: Collection[Status] | None = None,
+    repair: bool = True,
+) -> LedgerIndex:
+    """Read the whole ledger in `file` (None: an empty ledger at `path`) into an index.
+
+    With `repair`, a torn tail is cut off when this process holds the file's lock or can
+    take it (`repaired_bytes` says how much); without, it is only skipped.  With
+    `loops`, the job's loops and the runs' time spans are collected; with `intents`, every
+    intent's loop name; with `select`, a `Row` per item whose last state is selected (and
+    per invalid line of the last run).
+    """
+    label = path or (file.path if file is not None else "")
+    index = LedgerIndex(label)
+    if file is None:
+        return index
+    reader = _Reader(index, loops, intents, select)
+    cut: int | None = None
+    try:
+        size = file.size()
+        for lines, offset in file.lines():
+            if offset < 0:
+                cut = -1 - offset  # an incomplete (or over-long) last line
+            else:
+                reader.feed(lines, offset)  # an over-long line is a broken one (TOO_LONG)
+    except OSError as exc:
+        raise LedgerError(f"cannot read ledger {label}: {exc.strerror or exc}") from None
+    if reader.broken is not None:
+        cut = reader.broken[1]
+    reader.finish_span()
+    if index.records and index.header is None:
+        raise LedgerError(f"{label} is not an a2ibatch ledger: it has records but no job record")
+    if cut is not None and not repair:
+        index.repaired_bytes = 0
+    elif cut is not None and file.size() == size:
+        try:
+            index.repaired_bytes = file.cut(cut)
+        except LedgerError:
+            if file.locked:
+                raise
+            # Another process writes the ledger: its tail is its own business; read only.
+    index.invalid_lines = reader.invalid_lines
+    if select is not None:
+        index.rows = [*reader.rows_without_id, *reader.rows.values()]
+        index.rows.sort(key=lambda row: (row.line is None, row.line or 0))
+    return index
+
+
+def load_ledger(path: str | os.PathLike[str], **options: Any) -> LedgerIndex:
+    """`read_ledger` of the ledger file at `path` (an empty index when there is none)."""
+    p = os.fspath(path)
+    file = LedgerFile.open(p, write=False)
+    try:
+        return read_ledger(file, path=p, **options)
+    finally:
+        if file is not None:
+            file.close()
+
+
+def header_mapping(index: LedgerIndex) -> Mapping[str, Any]:
+    """The job's identity as plain values (for reports)."""
+    header = index.header
+    return {
+        "task": header.task.value if header else None,
+        "flow_definition_arn": header.flow_definition_arn if header else None,
+        "name_prefix": header.name_prefix if header else None,
+    }

@@ -1,0 +1,190 @@
+"""What every lifecycle command shares: the job as its ledger describes it, its clients, its
+caller, and the ledger opened for appending what the command learns.
+
+A command reads the ledger once with the one reader (`read_ledger`, loops included), builds
+the job's settings from the ledger's header (task, flow definition, name prefix: no flag
+can contradict them), makes its calls through a `Caller` with the same meters and retry
+policy as submit, and appends ``loop_status`` / ``loop_action`` records with the ledger
+writer in append mode, beside a submit that may still be writing the same file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .._aws import open_clients
+from .._calls import Caller, CallFailed
+from .._counters import Counters
+from .._errors import LedgerError
+from .._log import get_logger
+from .._meters import Meters
+from .._retry import RetryPolicy
+from .._settings import AwsSettings, SubmitSettings
+from .._text import printable
+from ..ledger import (
+    LedgerIndex,
+    LedgerWriter,
+    LocalStore,
+    LoopState,
+    iso_time,
+    loop_status_record,
+    read_ledger,
+)
+
+log = get_logger()
+
+DEFAULT_INTERVAL = 60.0
+
+
+def job_settings(index: LedgerIndex, aws: AwsSettings) -> SubmitSettings:
+    """The job's settings, from its ledger's header."""
+    header = index.header
+    assert header is not None
+    return SubmitSettings(
+        task=header.task,
+        flow_definition_arn=header.flow_definition_arn,
+        ledger=Path(index.path),
+        name_prefix=header.name_prefix,
+        aws=aws,
+    )
+
+
+def require_job(index: LedgerIndex) -> None:
+    if index.header is None:
+        raise LedgerError(
+            f"{printable(index.path)} has no job record: it is not an a2ibatch ledger, or "
+            "submit never ran"
+        )
+
+
+async def read_job(ledger: str | os.PathLike[str], *, intents: bool = False) -> LedgerIndex:
+    """The ledger read for a lifecycle command (loops included), without appending."""
+    store = LocalStore(ledger)
+    file = store.read()
+    if file is None:
+        raise LedgerError(f"ledger {printable(store.label)} does not exist")
+    try:
+        index = await anyio.to_thread.run_sync(
+            lambda: read_ledger(file, loops=True, intents=intents), abandon_on_cancel=True
+        )
+    finally:
+        file.close()
+    require_job(index)
+    return index
+
+
+@dataclass
+class Context:
+    """One lifecycle command's job: its ledger's index, settings, clients, caller, writer."""
+
+    index: LedgerIndex
+    settings: SubmitSettings
+    caller: Caller
+    clients: Mapping[str, Any]
+    writer: LedgerWriter | None
+    counters: Counters = field(default_factory=Counters)
+    changed: int = 0  # loop_status records appended
+
+    async def observe(
+        self,
+        loop: LoopState,
+        status: str,
+        output: str | None,
+        failure: str | None,
+        creation_time: str | None = None,
+    ) -> None:
+        """Record `loop`'s status if it changed (a ``loop_status`` record)."""
+        if status == loop.status and (creation_time is None or loop.creation_time):
+            return
+        if self.writer is not None:
+            await self.writer.record(
+                loop_status_record(
+                    item_id=loop.id,
+                    loop_name=loop.loop_name,
+                    human_loop_arn=loop.human_loop_arn,
+                    status=status,
+                    output_s3_uri=output,
+                    failure_reason=failure,
+                    creation_time=creation_time or loop.creation_time,
+                )
+            )
+        if status != loop.status:
+            self.changed += 1
+        loop.status = status
+        loop.output_s3_uri = output or loop.output_s3_uri
+        loop.creation_time = creation_time or loop.creation_time
+
+    async def describe(self, loop: LoopState, errors: dict[str, int]) -> Mapping[str, Any] | None:
+        """The loop's DescribeHumanLoop answer (its change recorded); None if unknown now."""
+        a2i = self.clients["sagemaker-a2i-runtime"]
+        try:
+            response: Mapping[str, Any] = await self.caller.call(
+                "DescribeHumanLoop", a2i.describe_human_loop, HumanLoopName=loop.loop_name
+            )
+        except CallFailed as exc:
+            if exc.not_found:
+                await self.observe(loop, "Deleted", None, "the service no longer has this loop")
+                return {"HumanLoopStatus": "Deleted"}
+            errors[exc.error.code] = errors.get(exc.error.code, 0) + 1
+            log.debug("describe_failed", loop=loop.loop_name, code=exc.error.code)
+            return None
+        output = response.get("HumanLoopOutput") or {}
+        await self.observe(
+            loop,
+            str(response.get("HumanLoopStatus")),
+            output.get("OutputS3Uri"),
+            response.get("FailureReason"),
+            iso_time(response.get("CreationTime")),
+        )
+        return response
+
+
+@asynccontextmanager
+async def open_job(
+    ledger: str | os.PathLike[str],
+    *,
+    aws: AwsSettings | None,
+    session: Any | None,
+    services: Mapping[str, int],
+    rate: float | None = None,
+    concurrency: int | None = None,
+    retry_policy: RetryPolicy | None = None,
+    intents: bool = False,
+    append: bool = True,
+    primary: str | None = None,
+) -> AsyncIterator[Context]:
+    """The job of `ledger` for one command: read, clients open, writer in append mode."""
+    store = LocalStore(ledger)
+    file = store.append() if append else store.read()
+    if file is None:
+        raise LedgerError(f"ledger {printable(store.label)} does not exist")
+    try:
+        index = await anyio.to_thread.run_sync(
+            lambda: read_ledger(file, loops=True, intents=intents), abandon_on_cancel=True
+        )
+        require_job(index)
+        if append and not file.ends_with_newline():
+            raise LedgerError(
+                f"ledger {printable(store.label)} ends with a partial record while another "
+                "process writes it; try again in a moment"
+            )
+        settings = job_settings(index, aws or AwsSettings())
+        counters = Counters()
+        meters = Meters(counters, ceiling=rate, concurrency=concurrency, primary=primary)
+        caller = Caller(meters, retry_policy)
+        async with AsyncExitStack() as stack:
+            clients = await open_clients(stack, settings.aws, session, services)
+            writer = None
+            if append:
+                writer = await stack.enter_async_context(LedgerWriter.open(file, None))
+            yield Context(index, settings, caller, clients, writer, counters)
+    finally:
+        file.close()

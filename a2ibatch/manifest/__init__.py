@@ -1,0 +1,143 @@
+"""The manifest reader: a file, stdin or an S3 object in; one `Item` or `Invalid` per line out.
+
+A manifest is JSON Lines (one object per line) or CSV with a header row, optionally gzipped.
+The reader streams it: bytes arrive in chunks of about 1 MiB (`_sources`), are split into
+lines in bulk (`_lines`), and each line is parsed (`_jsonl`, `_csv`) and checked by the
+rules of its task type (`_rules`).  Memory stays flat whatever the manifest's size: the only
+state that grows is the duplicate-id table (an `IdTable`: a 64-bit digest and a line number
+per id, about 19 bytes an id), never the ids themselves.
+
+Only a manifest that cannot be read at all raises `ManifestError`; a line that cannot
+become an item is an `Invalid` with a reason that never quotes the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, BinaryIO, Final, Literal
+
+import anyio
+import anyio.lowlevel
+
+from .._errors import ConfigError, ManifestError, setting
+from .._models import Invalid, Item, TaskType
+from .._text import printable
+from ._csv import CSV_COLUMNS, CsvParser
+from ._jsonl import JsonlParser
+from ._lines import MAX_LINE_BYTES, LineSplitter
+from ._rules import MAX_ID_CHARS
+from ._sources import open_source
+
+__all__ = [
+    "CSV_COLUMNS",
+    "MAX_ID_CHARS",
+    "MAX_LINE_BYTES",
+    "read_manifest",
+    "read_manifest_batches",
+]
+
+#: lines checked per step, whose entries are built and handed over together.  Few enough
+#: that a step's new objects (an `Item`, and an `S3Ref` for the built-in task types) stay
+#: under the garbage collector's young-generation threshold (700 by default): a consumer
+#: that drops each step's entries before the next step (a dry run) then triggers hardly
+#: any collection, where steps of thousands of lines spent a tenth of a dry run in them.
+BATCH_LINES: Final = 256
+#: lines checked between two chances for the event loop to run other tasks
+CHECKPOINT_LINES: Final = 4096
+
+
+async def read_manifest(
+    source: str,
+    task: TaskType,
+    *,
+    s3_client: Any | None = None,
+    format: Literal["auto", "jsonl", "csv"] = "auto",
+    stdin: BinaryIO | None = None,
+    max_lines: int | None = None,
+) -> AsyncIterator[Item | Invalid]:
+    """Yield one `Item` or `Invalid` per non-blank line of the manifest, in manifest order.
+
+    `source` is a local path (plain or gzip), ``-`` for `stdin` (default ``sys.stdin.buffer``)
+    or ``s3://bucket/key`` (read with `s3_client`, an aiobotocore S3 client).  Gzip is
+    recognised by its magic bytes; a name ending in ``.gz`` must hold gzip.  The format is CSV
+    for names ending in ``.csv`` or ``.csv.gz`` and JSON Lines otherwise, unless `format`
+    says which.
+
+    Raises ManifestError, naming the source and the cause, when the manifest cannot be read:
+    a missing or unreadable file or object, a broken gzip stream, a CSV header without an
+    ``id`` column, more than `max_lines` lines (a guard against feeding the wrong file:
+    a gzip of blank lines expands at millions of lines a second).  Entries already yielded
+    stay valid.
+    """
+    batches = read_manifest_batches(
+        source, task, s3_client=s3_client, format=format, stdin=stdin, max_lines=max_lines
+    )
+    try:
+        async for batch in batches:
+            for entry in batch:
+                yield entry
+    finally:
+        # closing this generator early must close the manifest now, not when the inner
+        # generator happens to be collected
+        await batches.aclose()
+
+
+async def read_manifest_batches(
+    source: str,
+    task: TaskType,
+    *,
+    s3_client: Any | None = None,
+    format: Literal["auto", "jsonl", "csv"] = "auto",
+    stdin: BinaryIO | None = None,
+    max_lines: int | None = None,
+) -> AsyncGenerator[list[Item | Invalid], None]:
+    """`read_manifest`'s entries in lists of at most `BATCH_LINES` lines' worth.
+
+    The same entries in the same order, with the same arguments and errors; a consumer that
+    handles every entry alike (a dry run) saves an async generator round trip per line.
+    Lists may be empty, and the caller may keep them.
+    """
+    task = TaskType(task)
+    if format not in ("auto", "jsonl", "csv"):
+        raise ConfigError(f"unknown manifest format {printable(format)!r}; use auto, jsonl or csv")
+    name = source.lower().removesuffix(".gz")
+    is_csv = format == "csv" or (format == "auto" and name.endswith(".csv"))
+    reader = await open_source(source, s3_client, stdin)
+    try:
+        lines = LineSplitter()
+        parser: JsonlParser | CsvParser = (
+            CsvParser(task, "on stdin" if source == "-" else printable(source))
+            if is_csv
+            else JsonlParser(task)
+        )
+        lineno = 1  # the number of the next line `lines` hands out
+        unchecked = 0  # lines handed out since the event loop last had a chance to run
+        estimated = reader.size is None
+        while True:
+            chunk = await reader.read()
+            final = not chunk
+            batch = lines.finish() if final else lines.feed(chunk)
+            parts = [batch[i : i + BATCH_LINES] for i in range(0, len(batch), BATCH_LINES)]
+            if final and not parts:
+                parts = [[]]  # the CSV parser finishes a record left open
+            last = len(parts) - 1
+            for n, part in enumerate(parts):
+                if max_lines is not None and lineno + len(part) - 1 > max_lines:
+                    raise ManifestError(
+                        f"manifest {printable(source)} has more than {max_lines} lines "
+                        f"({setting('max_lines')}): is it the right file?"
+                    )
+                yield parser.feed(part, lineno, final and n == last)
+                lineno += len(part)
+                unchecked += len(part)
+                if unchecked >= CHECKPOINT_LINES:
+                    unchecked = 0
+                    await anyio.lowlevel.checkpoint()
+            if final:
+                return
+            if not estimated and reader.used and reader.size:
+                # Size the duplicate-id table once rather than grow it step by step.
+                estimated = True
+                parser.expect(min(reader.size // 2, lineno * reader.size // reader.used))
+    finally:
+        await reader.aclose()

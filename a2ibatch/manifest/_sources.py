@@ -1,0 +1,265 @@
+"""Where a manifest's bytes come from: a local file, stdin, or an S3 object; gzip or plain.
+
+Local files and stdin are read in a worker thread, an S3 object's body chunk by chunk as it
+arrives; either way bytes come out in pieces of about `CHUNK_BYTES`, and gzip (recognised by
+its magic bytes) is inflated in bounded pieces, so a gzip bomb cannot fill memory.  Only
+regular files are opened by path: a FIFO would block ``open()`` where no signal reaches it,
+so it is refused before opening (stdin, ``-``, may be a pipe).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import zlib
+from collections.abc import Callable
+from typing import Any, BinaryIO, Final
+
+import anyio
+import anyio.to_thread
+
+from .._errors import ManifestError
+from .._text import printable
+
+#: bytes read (and, for gzip, produced) per step: few system calls and thread hops
+CHUNK_BYTES: Final = 1024 * 1024
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+class Inflater:
+    """Incremental gzip decompression in bounded pieces (a gzip bomb cannot fill memory).
+
+    Handles multi-member files (``cat a.gz b.gz``) and trailing zero padding like `gzip`.
+    """
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(wbits=31)
+        self._pending = b""  # compressed bytes not yet decompressed
+        self._fed = False  # the current member has received input
+        self._padding = False  # only zero bytes may follow
+
+    @property
+    def hungry(self) -> bool:
+        return not self._pending
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def push(self, data: bytes) -> None:
+        self._pending = data
+
+    def pull(self) -> bytes:
+        """Up to CHUNK_BYTES decompressed bytes from the pending input (maybe none)."""
+        data, self._pending = self._pending, b""
+        if self._padding or (self._d.eof and not data.strip(b"\x00")):
+            if data.strip(b"\x00"):
+                raise ValueError("data follows the end of the gzip stream")
+            self._padding = True
+            return b""
+        if self._d.eof:
+            self._d = zlib.decompressobj(wbits=31)  # the next member
+        self._fed = True
+        out = self._d.decompress(data, CHUNK_BYTES)
+        self._pending = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
+        return out
+
+    def finish(self) -> None:
+        if self._fed and not self._d.eof and not self._padding:
+            raise ValueError("the gzip stream is truncated")
+
+
+class Decoder:
+    """Raw bytes in, the manifest's bytes out: gzip is recognised by its magic and inflated.
+
+    A pure state machine, so that a file's reader can run it in a worker thread and an S3
+    object's reader on the event loop: `take` answers None when it needs `give` first.
+    """
+
+    def __init__(self, label: str, gz_name: bool) -> None:
+        self._label = label
+        self._gz_name = gz_name
+        self._head = b""  # the first bytes, until there are enough to see the magic
+        self._gzip: bool | None = None  # None until known
+        self._inflater = Inflater()
+        self._plain = b""
+        self._end = False
+        self._given = 0
+
+    @property
+    def used(self) -> int:
+        """Raw bytes turned into manifest bytes so far (to estimate the manifest's size)."""
+        return self._given - len(self._head) - len(self._plain) - self._inflater.pending
+
+    def give(self, raw: bytes) -> None:
+        """The next raw bytes; b"" at the end of the input."""
+        self._given += len(raw)
+        if not raw:
+            self._end = True
+        if self._gzip is None:
+            self._head += raw
+            if len(self._head) < len(_GZIP_MAGIC) and not self._end:
+                return
+            raw, self._head = self._head, b""
+            self._gzip = raw.startswith(_GZIP_MAGIC)
+            if self._gz_name and raw and not self._gzip:
+                raise ManifestError(f"cannot read manifest {self._label}: named .gz but not gzip")
+        if not raw:
+            return
+        if self._gzip:
+            self._inflater.push(raw)
+        else:
+            self._plain = raw
+
+    def take(self) -> bytes | None:
+        """The next bytes of the manifest, b"" at its end, or None when `give` must come first."""
+        if self._gzip:
+            inflater = self._inflater
+            try:
+                while not inflater.hungry:
+                    piece = inflater.pull()
+                    if piece:
+                        return piece
+                if self._end:
+                    inflater.finish()
+            except (zlib.error, ValueError) as exc:
+                problem = "not a valid gzip stream" if isinstance(exc, zlib.error) else str(exc)
+                raise ManifestError(f"cannot read manifest {self._label}: {problem}") from None
+        elif self._plain:
+            piece, self._plain = self._plain, b""
+            return piece
+        return b"" if self._end else None
+
+
+class _FileReader:
+    """Chunks of a local file or of stdin, read and decompressed in a worker thread."""
+
+    def __init__(
+        self, stream: BinaryIO, label: str, gz_name: bool, owned: bool, size: int | None
+    ) -> None:
+        self.size = size  # raw bytes in all, when known
+        self._stream = stream
+        self._label = label
+        self._owned = owned
+        self._decoder = Decoder(label, gz_name)
+        read1 = getattr(stream, "read1", None)  # a pipe's data as soon as some is there
+        self._read: Callable[[int], bytes] = read1 if callable(read1) else stream.read
+
+    def _next(self) -> bytes:
+        decoder = self._decoder
+        while (piece := decoder.take()) is None:
+            try:
+                raw = self._read(CHUNK_BYTES)
+            except OSError as exc:
+                cause = exc.strerror or type(exc).__name__
+                raise ManifestError(f"cannot read manifest {self._label}: {cause}") from None
+            decoder.give(raw)
+        return piece
+
+    @property
+    def used(self) -> int:
+        return self._decoder.used
+
+    async def read(self) -> bytes:
+        # stdin may block for ever: a cancelled job must not wait for it
+        return await anyio.to_thread.run_sync(self._next, abandon_on_cancel=not self._owned)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            self._stream.close()
+
+
+class _S3Reader:
+    """Chunks of an S3 object's body as they arrive, decompressed on the fly."""
+
+    def __init__(self, body: Any, uri: str, gz_name: bool, size: int | None) -> None:
+        self.size = size  # raw bytes in all, when known
+        self._body = body
+        self._uri = uri
+        self._decoder = Decoder(uri, gz_name)
+
+    @property
+    def used(self) -> int:
+        return self._decoder.used
+
+    async def read(self) -> bytes:
+        decoder = self._decoder
+        while (piece := decoder.take()) is None:
+            try:
+                raw: bytes = await self._body.read(CHUNK_BYTES)
+            except Exception as exc:  # the connection broke, a timeout, a short body
+                cause = type(exc).__name__
+                raise ManifestError(f"cannot read manifest {self._uri}: {cause}") from None
+            decoder.give(raw)
+        return piece
+
+    async def aclose(self) -> None:
+        self._body.close()
+
+
+async def open_source(
+    source: str, s3_client: Any | None, stdin: BinaryIO | None
+) -> _FileReader | _S3Reader:
+    """A reader of the manifest's bytes: ``await read()`` (b"" at the end), ``await aclose()``,
+    and `size` and `used`, the raw bytes in all (None when unknown) and consumed so far."""
+    gz_name = source.lower().endswith(".gz")
+    if source == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return _FileReader(stream, "on stdin", False, owned=False, size=None)
+    if source.startswith("s3://"):
+        return await _open_s3(source, s3_client, gz_name)
+    label = printable(source)
+    try:
+        # Never open what is not a regular file: a FIFO would block in open(), in a thread
+        # no signal reaches.  O_NONBLOCK covers a swap between this check and the open.
+        if not stat.S_ISREG(os.stat(source).st_mode):
+            raise ManifestError(
+                f"cannot open manifest {label}: not a regular file (a FIFO, device or "
+                "directory); give a file, or '-' to read standard input"
+            )
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC)
+    except OSError as exc:
+        cause = exc.strerror or type(exc).__name__
+        raise ManifestError(f"cannot open manifest {label}: {cause}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ManifestError(f"cannot open manifest {label}: not a regular file")
+    stream = os.fdopen(fd, "rb", buffering=0)
+    return _FileReader(stream, label, gz_name, owned=True, size=info.st_size)
+
+
+async def _open_s3(source: str, s3_client: Any | None, gz_name: bool) -> _S3Reader:
+    uri = printable(source)
+    if s3_client is None:
+        raise ManifestError(f"cannot open manifest {uri}: no S3 client was given")
+    bucket, _, key = source[5:].partition("/")
+    if not bucket or not key:
+        raise ManifestError(f"cannot open manifest {uri}: not an s3://bucket/key URI")
+    try:
+        response = await s3_client.get_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        raise ManifestError(f"cannot open manifest {uri}: {_s3_problem(exc)}") from None
+    size = response.get("ContentLength")
+    return _S3Reader(response["Body"], uri, gz_name, size if isinstance(size, int) else None)
+
+
+def _s3_problem(exc: Exception) -> str:
+    """The cause of a failed GetObject, from its error code."""
+    error = getattr(exc, "response", None)
+    code = ""
+    if isinstance(error, dict):
+        code = str((error.get("Error") or {}).get("Code") or "")
+    known = {
+        "NoSuchKey": "no such object (NoSuchKey)",
+        "NoSuchBucket": "no such bucket (NoSuchBucket)",
+        "AccessDenied": "access denied (AccessDenied); check s3:GetObject on the object",
+        "404": "no such object (404)",
+        "403": "access denied (403)",
+    }
+    if code in known:
+        return known[code]
+    if code:
+        return f"S3 refused the request ({code})"
+    return type(exc).__name__
