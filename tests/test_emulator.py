@@ -431,9 +431,12 @@ def test_flags_round_trip_through_the_config() -> None:
     assert config_from_args(parser.parse_args([])) == EmulatorConfig()
     config = EmulatorConfig(
         quota=12.5,
+        quotas={"ListHumanLoops": 2.0, "AnalyzeDocument": 0.5},
         burst=3,
-        latency_ms=4.0,
-        jitter_ms=1.0,
+        network_ms=2.0,
+        network_jitter_ms=0.5,
+        processing_ms=4.0,
+        processing_jitter_ms=1.0,
         activation_rate=0.25,
         fault_rate=0.1,
         lost_response_rate=0.05,
@@ -445,10 +448,25 @@ def test_flags_round_trip_through_the_config() -> None:
         throttle_code="ThrottlingException",
         seed=3,
         output_bucket="reviews-out",
+        service_quotas_access="deny",
+        s3=False,
         not_a2i_customer=True,
     )
     assert config_from_args(parser.parse_args(to_args(config))) == config
-    for wrong in (["--fault-rate", "1.5"], ["--port", "-1"], ["--burst", "0"], ["--quota", "x"]):
+    # The processing time's old names still work, as flags and as fields.
+    old = config_from_args(parser.parse_args(["--latency-ms", "7", "--jitter-ms", "2"]))
+    assert (old.processing_ms, old.processing_jitter_ms) == (7.0, 2.0)
+    assert EmulatorConfig(latency_ms=7.0, jitter_ms=2.0) == old
+    for wrong in (
+        ["--fault-rate", "1.5"],
+        ["--port", "-1"],
+        ["--burst", "0"],
+        ["--quota", "x"],
+        ["--quota-for", "NoSuchOperation=3"],
+        ["--quota-for", "StartHumanLoop"],
+        ["--quota-for", "StartHumanLoop=0"],
+        ["--service-quotas-access", "maybe"],
+    ):
         with pytest.raises(SystemExit):  # a usage error, not a traceback
             parser.parse_args(wrong)
     with pytest.raises(ValueError, match="must not exceed 1"):

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._config import SAME_INPUT_REUSE, THROTTLE_CODES, EmulatorConfig
+from ._config import ACCESS, OPERATION_NAMES, SAME_INPUT_REUSE, THROTTLE_CODES, EmulatorConfig
 from ._server import serve
 
 _DEFAULTS = EmulatorConfig()
@@ -44,16 +44,38 @@ def _number(kind: type[float] | type[int], low: float, high: float = math.inf) -
 
 _RATE = _number(float, 0.0, 1.0)
 _SECONDS = _number(float, 0.0)
+_CALLS_PER_SECOND = _number(float, 1e-9)
+
+
+def _operation_quota(text: str) -> tuple[str, float]:
+    """``--quota-for OP=N``: an emulated operation and its calls per second."""
+    operation, sep, number = text.partition("=")
+    if not sep or operation not in OPERATION_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"expected OPERATION=CALLS_PER_SECOND with one of {', '.join(OPERATION_NAMES)}, "
+            f"not {text!r}"
+        )
+    rate: float = _CALLS_PER_SECOND(number)
+    return operation, rate
+
+
+_operation_quota.__name__ = "OPERATION=N"
 
 
 #: (config field, type, help) for every plain valued flag, in --help order
 _VALUED: tuple[tuple[str, Any, str], ...] = (
     ("host", str, "interface to listen on"),
     ("port", _number(int, 0, 65535), "port (0: any free port)"),
-    ("quota", _number(float, 1e-9), "calls per second per operation (default: unlimited)"),
+    ("quota", _CALLS_PER_SECOND, "calls per second per operation (default: unlimited)"),
     ("burst", _number(int, 1), "token-bucket capacity per operation"),
-    ("latency_ms", _SECONDS, "latency added to every call"),
-    ("jitter_ms", _SECONDS, "latency varies uniformly by +/- this much"),
+    ("network_ms", _SECONDS, "one-way network delay, before admission and before the answer"),
+    ("network_jitter_ms", _SECONDS, "each network delay varies uniformly by +/- this much"),
+    ("processing_ms", _SECONDS, "service time of an admitted call, after admission"),
+    (
+        "processing_jitter_ms",
+        _SECONDS,
+        "processing time varies uniformly by +/- this much",
+    ),
     ("activation_rate", _RATE, "share of Textract/Rekognition inputs that start a loop"),
     ("fault_rate", _RATE, "share of calls answered 5xx before doing anything"),
     ("lost_response_rate", _RATE, "share of start calls that take effect, then lose the answer"),
@@ -68,6 +90,11 @@ _VALUED: tuple[tuple[str, Any, str], ...] = (
     ("account_id", str, "the emulated account"),
     ("region", str, "region of ARNs when a request's signature names none"),
 )
+#: older spellings still accepted: the processing time was once "the latency"
+_FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "processing_ms": ("--latency-ms",),
+    "processing_jitter_ms": ("--jitter-ms",),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +102,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kind, text in _VALUED:
         default = getattr(_DEFAULTS, name)
         shown = text if default is None else f"{text} (default {default})"
-        parser.add_argument(_flag(name), dest=name, type=kind, default=default, help=shown)
+        flags = (_flag(name), *_FLAG_ALIASES.get(name, ()))
+        parser.add_argument(*flags, dest=name, type=kind, default=default, help=shown)
+    parser.add_argument(
+        "--quota-for",
+        dest="quotas",
+        action="append",
+        type=_operation_quota,
+        default=[],
+        metavar="OPERATION=N",
+        help="calls per second of one operation, over --quota (repeatable)",
+    )
     parser.add_argument(
         "--same-input-reuse",
         choices=SAME_INPUT_REUSE,
@@ -90,6 +127,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the throttling error of Textract and Rekognition (default %(default)s)",
     )
     parser.add_argument(
+        "--service-quotas-access",
+        choices=ACCESS,
+        default=_DEFAULTS.service_quotas_access,
+        help="deny: Service Quotas answers AccessDeniedException (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-s3",
+        dest="s3",
+        action="store_false",
+        help="serve no S3 (and write no output.json); S3 calls get NotImplemented",
+    )
+    parser.add_argument(
         "--not-a2i-customer",
         action="store_true",
         help="refuse every human loop: A2I is in maintenance mode for this account",
@@ -101,6 +150,9 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
     values = {name: getattr(ns, name) for name, _, _ in _VALUED}
     return EmulatorConfig(
         **values,
+        quotas=dict(ns.quotas),
+        service_quotas_access=ns.service_quotas_access,
+        s3=bool(ns.s3),
         same_input_reuse=ns.same_input_reuse,
         throttle_code=ns.throttle_code,
         not_a2i_customer=bool(ns.not_a2i_customer),
@@ -114,6 +166,12 @@ def to_args(config: EmulatorConfig) -> list[str]:
         value = getattr(config, name)
         if value != getattr(_DEFAULTS, name):
             args += [_flag(name), repr(value) if isinstance(value, float) else str(value)]
+    for operation, rate in config.quotas.items():
+        args += ["--quota-for", f"{operation}={rate!r}"]
+    if config.service_quotas_access != _DEFAULTS.service_quotas_access:
+        args += ["--service-quotas-access", config.service_quotas_access]
+    if not config.s3:
+        args.append("--no-s3")
     if config.same_input_reuse != _DEFAULTS.same_input_reuse:
         args += ["--same-input-reuse", config.same_input_reuse]
     if config.throttle_code != _DEFAULTS.throttle_code:
@@ -155,8 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m a2ibatch.emulator [flags]``."""
     parser = argparse.ArgumentParser(
         prog="python -m a2ibatch.emulator",
-        description="Local emulator of A2I runtime, Textract, Rekognition and SageMaker "
-        "(DescribeFlowDefinition) on one endpoint.",
+        description="Local emulator of A2I runtime, Textract, Rekognition, SageMaker "
+        "(DescribeFlowDefinition), Service Quotas and S3 on one endpoint.",
     )
     add_arguments(parser)
     ns = parser.parse_args(argv)

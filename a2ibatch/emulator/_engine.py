@@ -1,8 +1,12 @@
 """The path of every AWS call, whatever its protocol.
 
-count -> latency -> credentials -> rate quota -> injected fault -> the operation ->
-lost or slow answer.  A throttled or faulted call has no effect; a lost or slow answer
-comes *after* the effect, which is exactly what makes those cases hard for a client.
+count -> network (in) -> credentials -> rate quota -> injected fault -> processing time ->
+the operation -> lost or slow answer -> network (out).
+
+A call is admitted or throttled the moment it arrives (after the one-way network delay),
+as the services do; only an admitted call then spends the processing time, so a throttled
+or faulted call answers after the network delays alone and has no effect.  A lost or slow
+answer comes *after* the effect, which is exactly what makes those cases hard for a client.
 """
 
 from __future__ import annotations
@@ -13,9 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import _a2i, _builtin, _sagemaker
+from . import _a2i, _builtin, _listing, _sagemaker, _service_quotas
 from ._auth import DENIED_KEY, UNKNOWN_KEY, Caller
-from ._errors import A2I, DIALECTS, REKOGNITION, SAGEMAKER, TEXTRACT, Dialect
+from ._config import OPERATION_NAMES, EmulatorConfig
+from ._errors import (
+    A2I,
+    DIALECTS,
+    REKOGNITION,
+    SAGEMAKER,
+    SERVICE_QUOTAS,
+    TEXTRACT,
+    Dialect,
+    ServiceError,
+)
 from ._state import Call, State
 
 Handler = Callable[[State, Call], dict[str, Any]]
@@ -31,8 +45,11 @@ class Operation:
     starts_loops: bool = False  # counted in the histogram; may lose or delay its answer
 
     def throttle_code(self, configured: str) -> str:
-        if self.dialect.service in (TEXTRACT, REKOGNITION):
+        service = self.dialect.service
+        if service in (TEXTRACT, REKOGNITION):
             return configured
+        if service == SERVICE_QUOTAS:
+            return "TooManyRequestsException"
         return "ThrottlingException"
 
 
@@ -45,19 +62,24 @@ OPERATIONS: Final[dict[str, Operation]] = {
     for op in (
         _op("StartHumanLoop", A2I, _a2i.start_human_loop, starts_loops=True),
         _op("DescribeHumanLoop", A2I, _a2i.describe_human_loop),
-        _op("ListHumanLoops", A2I, _a2i.list_human_loops),
+        _op("ListHumanLoops", A2I, _listing.list_human_loops),
         _op("StopHumanLoop", A2I, _a2i.stop_human_loop),
         _op("DeleteHumanLoop", A2I, _a2i.delete_human_loop),
         _op("AnalyzeDocument", TEXTRACT, _builtin.analyze_document, starts_loops=True),
         _op("DetectModerationLabels", REKOGNITION, _builtin.detect_moderation_labels, True),
         _op("DescribeFlowDefinition", SAGEMAKER, _sagemaker.describe_flow_definition),
+        _op("ListServiceQuotas", SERVICE_QUOTAS, _service_quotas.list_service_quotas),
+        _op("GetServiceQuota", SERVICE_QUOTAS, _service_quotas.get_service_quota),
     )
 }
+assert tuple(OPERATIONS) == OPERATION_NAMES, "the config's operation list is out of date"
+
 #: X-Amz-Target prefix of each JSON 1.1 service
 TARGET_PREFIXES: Final = {
     "Textract": TEXTRACT,
     "RekognitionService": REKOGNITION,
     "SageMaker": SAGEMAKER,
+    "ServiceQuotasV20190624": SERVICE_QUOTAS,
 }
 
 
@@ -69,21 +91,47 @@ class Reply:
     drop: bool = False
 
 
+def _one_way(state: State, config: EmulatorConfig) -> float:
+    """One network crossing, in seconds (never below 0)."""
+    delay = config.network_ms
+    if config.network_jitter_ms:
+        delay += state.rng.uniform(-config.network_jitter_ms, config.network_jitter_ms)
+    return delay / 1000.0 if delay > 0 else 0.0
+
+
 async def handle(
     state: State, operation: Operation, params: dict[str, Any], caller: Caller
 ) -> Reply:
     """Run one call through the whole path; raises ServiceError for error answers."""
-    stats = state.stats
-    stats.count_call(operation.name)
+    state.stats.count_call(operation.name)
     config = state.config
-    if config.latency_ms or config.jitter_ms:
-        delay = config.latency_ms
-        if config.jitter_ms:
-            delay += state.rng.uniform(-config.jitter_ms, config.jitter_ms)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000.0)
-        config = state.config  # it may have changed meanwhile
-    dialect = operation.dialect
+    # Drawn on arrival, before any other draw of this call, so that a seeded run draws in
+    # the same order as it did when all of the time was spent before admission.
+    work = config.processing_ms
+    if config.processing_jitter_ms:
+        work += state.rng.uniform(-config.processing_jitter_ms, config.processing_jitter_ms)
+    if config.network_ms or config.network_jitter_ms:
+        await asyncio.sleep(_one_way(state, config))
+    try:
+        reply = await _admit_and_run(state, operation, params, caller, work)
+    except ServiceError:
+        await _answer_leaves(state)
+        raise
+    if not reply.drop:
+        await _answer_leaves(state)
+    return reply
+
+
+async def _answer_leaves(state: State) -> None:
+    config = state.config
+    if config.network_ms or config.network_jitter_ms:
+        await asyncio.sleep(_one_way(state, config))
+
+
+async def _admit_and_run(
+    state: State, operation: Operation, params: dict[str, Any], caller: Caller, work: float
+) -> Reply:
+    stats, config, dialect = state.stats, state.config, operation.dialect
     key = caller.access_key
     if key == DENIED_KEY:
         raise dialect.access_denied()
@@ -92,7 +140,9 @@ async def handle(
     # Milliseconds, as AWS keeps them: a CreationTime a client sends back as a filter
     # (CreationTimeAfter) then means exactly the loop it came from.
     now = round(time.time(), 3)
-    if config.quota is not None and not state.quotas.allow(operation.name, time.monotonic()):
+    if (config.quota is not None or config.quotas) and not state.quotas.allow(
+        caller.region, operation.name, time.monotonic()
+    ):
         stats.throttled += 1
         if operation.starts_loops:
             stats.count_start(now, accepted=False)
@@ -102,6 +152,10 @@ async def handle(
     if config.fault_rate and state.chance(config.fault_rate):
         stats.faults += 1
         raise dialect.server_fault()
+    if work > 0:
+        await asyncio.sleep(work / 1000.0)
+        config = state.config  # it may have changed meanwhile
+        now = round(time.time(), 3)
     state.loops.tick(now)
     body = operation.handler(state, Call(params, caller, now))
     if operation.starts_loops and (config.lost_response_rate or config.slow_rate):

@@ -15,6 +15,13 @@ A2I: Final = "sagemaker-a2i-runtime"
 TEXTRACT: Final = "textract"
 REKOGNITION: Final = "rekognition"
 SAGEMAKER: Final = "sagemaker"
+SERVICE_QUOTAS: Final = "service-quotas"
+
+#: what Textract and Rekognition say when they cannot read the input's S3 object (its
+#: bucket is in another region, say)
+S3_OBJECT_UNREADABLE: Final = (
+    "Unable to get object metadata from S3. Check object key, region and/or access permissions."
+)
 
 
 class ServiceError(Exception):
@@ -50,6 +57,9 @@ class Dialect:
 
     def throttled(self, code: str) -> ServiceError:
         return ServiceError(code, "Rate exceeded", self.throttle_status)
+
+    def unreadable_s3_object(self) -> ServiceError:
+        return ServiceError("InvalidS3ObjectException", S3_OBJECT_UNREADABLE, 400)
 
     def access_denied(self) -> ServiceError:
         status = 403 if self.service == A2I else 400
@@ -102,5 +112,13 @@ DIALECTS: Final[dict[str, Dialect]] = {
     ),
     SAGEMAKER: Dialect(
         SAGEMAKER, "ValidationException", "ResourceNotFound", 400, "InternalFailure", 400
+    ),
+    SERVICE_QUOTAS: Dialect(
+        SERVICE_QUOTAS,
+        "IllegalArgumentException",
+        "NoSuchResourceException",
+        400,
+        "ServiceException",
+        400,
     ),
 }

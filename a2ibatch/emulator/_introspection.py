@@ -1,7 +1,8 @@
 """``/_emulator/...``: what tests and benchmarks ask the emulator itself.
 
-No AWS client sends these paths.  GET stats, loops, accepted (per-second histogram) and
-config; POST config (a partial JSON object of settings) and reset.
+No AWS client sends these paths.  GET stats, loops, accepted (per-second histogram),
+quotas (every token bucket in use) and config; POST config (a partial JSON object of
+settings) and reset.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ async def _accepted(state: State, request: web.BaseRequest) -> web.Response:
     return _json(state.stats.histogram())
 
 
+async def _quotas(state: State, request: web.BaseRequest) -> web.Response:
+    return _json(state.quotas.snapshot())
+
+
 async def _get_config(state: State, request: web.BaseRequest) -> web.Response:
     return _json(state.config.to_dict())
 
@@ -65,6 +70,7 @@ ROUTES: Final[dict[tuple[str, str], Route]] = {
     ("GET", "stats"): _stats,
     ("GET", "loops"): _loops,
     ("GET", "accepted"): _accepted,
+    ("GET", "quotas"): _quotas,
     ("GET", "config"): _get_config,
     ("POST", "config"): _set_config,
     ("POST", "reset"): _reset,

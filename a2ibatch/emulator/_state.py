@@ -14,7 +14,7 @@ from typing import Any, Final
 from ._auth import Caller
 from ._config import EmulatorConfig
 from ._loops import LoopStore
-from ._quota import Quotas
+from ._quota import Quotas, rates
 from ._stats import Stats
 
 MAINTENANCE_MESSAGE: Final = (
@@ -42,13 +42,13 @@ class State:
         self.rng = random.Random(config.seed)
         self.loops = LoopStore()
         self.stats = Stats()
-        self.quotas = Quotas(config.quota, config.burst)
+        self.quotas = Quotas(rates(config.quota, config.quotas), config.burst)
 
     def reconfigure(self, config: EmulatorConfig) -> None:
         """Switch to new settings; loops and counters stay, a new seed restarts the dice."""
         if config.seed != self.config.seed:
             self.rng = random.Random(config.seed)
-        self.quotas.configure(config.quota, config.burst, time.monotonic())
+        self.quotas.configure(rates(config.quota, config.quotas), config.burst, time.monotonic())
         self.config = config
 
     def reset(self) -> None:
@@ -56,7 +56,7 @@ class State:
         self.rng = random.Random(self.config.seed)
         self.loops = LoopStore()
         self.stats = Stats()
-        self.quotas = Quotas(self.config.quota, self.config.burst)
+        self.quotas = Quotas(rates(self.config.quota, self.config.quotas), self.config.burst)
 
     def loop_arn(self, region: str, name: str) -> str:
         return f"arn:aws:sagemaker:{region}:{self.config.account_id}:human-loop/{name}"
