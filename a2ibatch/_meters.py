@@ -245,7 +245,8 @@ class Meters:
         if controller is None:
             settings = RateSettings(ceiling=self.ceiling)
             if self._initial is not None and operation == self.primary:
-                settings = RateSettings(ceiling=self.ceiling, initial=min(self._initial, self.ceiling))
+                initial = min(self._initial, self.ceiling)
+                settings = RateSettings(ceiling=self.ceiling, initial=initial)
             controller = self.rates[operation] = RateController(settings)
         return controller
 

@@ -263,9 +263,8 @@ def _check_workforce(
     if any(ADULT_FREE not in c for c in in_use):
         warnings.append(
             f"public workforce without the {ADULT_FREE} classifier: Mechanical Turk may "
-            f"show the tasks to fewer workers; add {ADULT_FREE} to "
-            f"{setting('content_classifiers')} if "
-            "the data is free of adult content"
+            f"show the tasks to fewer workers; add {ADULT_FREE} to the content "
+            "classifiers if the data is free of adult content"
         )
 
 
@@ -309,7 +308,7 @@ async def _check_buckets(
             raise
         except JobAborted as exc:
             warnings.append(
-                f"cannot check bucket {bucket} ({exc.code or exc}): make sure it is in "
+                f"cannot check bucket {bucket} ({exc.code}): make sure it is in "
                 f"{region} and has A2I's CORS rule"
             )
             return
@@ -342,7 +341,7 @@ def _estimate(
     if items is None or flow.price_per_task is None:
         if settings.max_cost is not None and flow.public_workforce:
             warnings.append(
-                f"the cost cannot be estimated, so {setting('max_cost')} was not applied"
+                "the cost cannot be estimated, so the cost limit (max_cost) was not applied"
             )
         return None
     workers = flow.task_count or 1

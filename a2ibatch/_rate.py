@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class RateSettings:
     """How one API's rate is controlled."""

@@ -310,7 +310,7 @@ class Runner:
         if limit is not None and failed >= limit:
             raise JobAborted(
                 f"{failed} items failed, reaching {setting('max_failures')} {limit}; the "
-                "ledger says why (`a2ibatch status LEDGER --list failed`)",
+                "ledger's failed outcomes say why (each carries the service's error)",
                 code="MaxFailures",
             )
         ratio = self.settings.max_failure_ratio

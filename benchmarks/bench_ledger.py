@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 import orjson
 from _common import child_result, loads_every_line
-
 from a2ibatch._ledger import JobHeader, LedgerWriter, load_ledger, outcome_record
+
 from a2ibatch._models import ErrorInfo, Outcome, Status, TaskType
 
 FLOW = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/invoice-review"

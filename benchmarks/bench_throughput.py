@@ -398,9 +398,8 @@ def bare_aiobotocore(calls: int) -> Bare:
     paces its calls pays for event-loop wake-ups and calls in flight.
     """
     import aioboto3
-    from aiobotocore.config import AioConfig
-
     from a2ibatch._clients import user_agent
+    from aiobotocore.config import AioConfig
 
     retries = {"total_max_attempts": 1, "mode": "standard"}
 

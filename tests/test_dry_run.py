@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from a2ibatch import Invalid, Item, TaskType, dry_run, submit
-from a2ibatch import DryRunReport
+from a2ibatch import DryRunReport, Invalid, Item, Job, Status, TaskType, dry_run, submit
+from a2ibatch._naming import Namer
+from a2ibatch._tasks import adapter_for
 from a2ibatch.ledger import load_ledger
 from a2ibatch.manifest import (
     BATCH_LINES,
@@ -22,9 +23,7 @@ from a2ibatch.manifest import (
     read_manifest,
     read_manifest_batches,
 )
-from a2ibatch._naming import Namer
-from a2ibatch._tasks import adapter_for
-from helpers import TASKS, line_for, settings
+from helpers import TASKS, emulator_get, emulator_post, line_for, settings, write_manifest
 
 pytestmark = pytest.mark.anyio
 
@@ -59,16 +58,25 @@ def mixed_manifest(path: Path, task: TaskType) -> Path:
 
 
 async def reference(s: Any, max_problems: int = 1000) -> DryRunReport:
-    """The report, one entry at a time."""
+    """The report, one entry at a time, by the rules as docs/ledger.md states them."""
     adapter = adapter_for(s.task)
     namer = Namer(s.name_prefix, s.flow_definition_arn, s.task.value)
-    index = load_ledger(s.ledger)
+    index = load_ledger(s.ledger, repair=False)
     report = DryRunReport(task=s.task.value)
     async for entry in read_manifest(s.manifest, s.task):
         if isinstance(entry, Invalid):
             report.invalid += 1
             if len(report.problems) < max_problems:
                 report.problems.append(entry)
+            continue
+        state, pending = index.lookup(entry.id)
+        if state is not None and state.done:
+            report.items += 1
+            report.already_done += 1
+            continue
+        if state is Status.FAILED and not pending and not s.retry_failed:
+            report.items += 1
+            report.skipped_failed += 1
             continue
         name, reason = namer.name(entry.id, entry.name, adapter.payload_key(entry))
         if reason is not None:
@@ -77,9 +85,8 @@ async def reference(s: Any, max_problems: int = 1000) -> DryRunReport:
                 report.problems.append(Invalid(entry.line, reason, entry.id))
             continue
         report.items += 1
-        state = index.state(entry.id) if len(index) else None
-        if state is not None and state.done:
-            report.already_done += 1
+        report.to_send += 1
+        report.to_check += pending or state is Status.UNVERIFIED
         if len(report.sample_names) < 5:
             report.sample_names.append(name)
     return report
@@ -132,3 +139,38 @@ def test_a_batch_of_new_objects_stays_under_the_young_collection_threshold() -> 
     # An item and its S3Ref per line: a batch that a consumer drops before the next one
     # never reaches CPython's default first-generation threshold of 700 allocations.
     assert 2 * BATCH_LINES < 700
+
+
+@pytest.mark.parametrize("emulator", [{"quota": 0.001, "burst": 1}], indirect=True)
+@pytest.mark.parametrize("retry_failed", [False, True])
+async def test_the_dry_run_and_the_cost_estimate_count_what_submit_sends(
+    emulator: Any, tmp_path: Path, retry_failed: bool
+) -> None:
+    """One rule: failed items are counted as sent by the dry run and the estimate exactly
+    when submit sends them (with `retry_failed`), and not otherwise."""
+    flow = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/public-claims"
+    manifest = write_manifest(tmp_path / "m.jsonl", TaskType.CUSTOM, 30)
+    pii = ("FreeOfPersonallyIdentifiableInformation",)
+    first = settings(TaskType.CUSTOM, emulator.url, tmp_path, manifest, flow_definition_arn=flow,
+                     max_attempts=1, content_classifiers=pii)
+    summary = await submit(first)  # the quota lets one call through: the rest are throttled
+    assert summary.counts["started"] == 1 and summary.counts["failed"] == 29
+    await emulator_post(emulator.url, "/_emulator/config", {"quota": None})
+    again = settings(TaskType.CUSTOM, emulator.url, tmp_path, manifest, flow_definition_arn=flow,
+                     retry_failed=retry_failed, preflight=True, content_classifiers=pii)
+    report = await dry_run(again)
+    expected = 29 if retry_failed else 0
+    assert report.to_send == expected
+    assert report.skipped_failed == 29 - expected and report.already_done == 1
+    before = (await emulator_get(emulator.url, "/_emulator/stats"))["calls"]
+    job = Job(again)
+    summary = await job.run()
+    calls = (await emulator_get(emulator.url, "/_emulator/stats"))["calls"]
+    starts = calls.get("StartHumanLoop", 0) - before.get("StartHumanLoop", 0)
+    assert starts == expected == summary.counts["started"]
+    if retry_failed:
+        assert job.preflight_report is not None and job.preflight_report.items == expected
+        assert job.preflight_report.estimated_cost == pytest.approx(expected * 3 * 0.036)
+    else:
+        assert job.preflight_report is None  # nothing to send: no check, no call at all
+        assert calls.get("DescribeFlowDefinition", 0) == before.get("DescribeFlowDefinition", 0)

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from a2ibatch import manifest as _manifest
 from a2ibatch._errors import ConfigError, ManifestError
 from a2ibatch._idtable import IdTable, digest
-from a2ibatch.manifest import _build, _csv, _lines, _rules, _sources, read_manifest
 from a2ibatch._models import MAX_INPUT_CONTENT_CHARS, Invalid, Item, S3Ref, TaskType
+from a2ibatch.manifest import _build, _csv, _lines, _rules, _sources, read_manifest
 
 pytestmark = pytest.mark.anyio
 

@@ -16,10 +16,21 @@ import orjson
 import pytest
 
 from a2ibatch import AwsSettings, PreflightError, SubmitSettings, TaskType, submit
-from a2ibatch._preflight import A2I_CORS_RULE, PreflightReport, preflight, scan_manifest
+from a2ibatch._job import job_planner
+from a2ibatch._plan import tally
+from a2ibatch._preflight import A2I_CORS_RULE, PreflightReport, preflight
+from a2ibatch.manifest import read_manifest_batches
 from helpers import emulator_get
 
 pytestmark = pytest.mark.anyio
+
+
+def as_cli(error: Exception) -> str:
+    """The message as the command line shows it: settings spelled as flags."""
+    from a2ibatch.cli._app import build_parser, spelling
+
+    assert isinstance(error, PreflightError)
+    return error.render(spelling(build_parser(emulate_flags=False)))
 
 PII = "FreeOfPersonallyIdentifiableInformation"
 ADULT = "FreeOfAdultContent"
@@ -83,7 +94,8 @@ async def test_a_missing_flow_definition_is_refused_with_its_arn(
         await preflight(s, items=1, buckets=())
     message = str(caught.value)
     assert s.flow_definition_arn in message
-    assert "does not exist" in message and "--flow-definition-arn" in message
+    assert "does not exist" in message and "flow_definition_arn" in message
+    assert "--flow-definition-arn" in as_cli(caught.value) and "--" not in message
 
 
 async def test_a_failed_flow_definition_is_refused(emulator: Any, tmp_path: Path) -> None:
@@ -97,9 +109,10 @@ async def test_a_flow_definition_in_another_region_is_refused(
     emulator: Any, tmp_path: Path
 ) -> None:
     s = job(emulator.url, tmp_path, flow_definition_arn=flow("reviews", "eu-west-1"))
-    with pytest.raises(PreflightError, match="--region eu-west-1") as caught:
+    with pytest.raises(PreflightError, match="region='eu-west-1'") as caught:
         await preflight(s, items=1, buckets=())
     assert "us-east-1" in str(caught.value)
+    assert "--region eu-west-1" in as_cli(caught.value)
 
 
 # -- work team and cost ------------------------------------------------------------------
@@ -168,9 +181,11 @@ async def test_a_cost_above_max_cost_is_refused_unless_confirmed(
 ) -> None:
     values: dict[str, Any] = {"content_classifiers": (PII, ADULT), "max_cost": 10.0}
     s = job(emulator.url, tmp_path, "public-reviews", **values)
-    with pytest.raises(PreflightError, match="--yes") as caught:
+    with pytest.raises(PreflightError, match="confirm_cost=True") as caught:
         await preflight(s, items=1000, buckets=())  # 1000 x 3 x $0.036 = $108
-    assert "$108.00" in str(caught.value) and "--max-cost $10.00" in str(caught.value)
+    assert "$108.00" in str(caught.value) and "max_cost $10.00" in str(caught.value)
+    cli = as_cli(caught.value)
+    assert "--max-cost $10.00" in cli and "pass --yes to accept" in cli
     assert caught.value.code == "MaxCost"
 
     under = await preflight(s, items=50, buckets=())  # $5.40
@@ -181,7 +196,7 @@ async def test_a_cost_above_max_cost_is_refused_unless_confirmed(
     )
     unknown = await preflight(s, items=None, buckets=())
     assert unknown.estimated_cost is None
-    assert any("--max-cost was not applied" in w for w in unknown.warnings)
+    assert any("cost limit (max_cost) was not applied" in w for w in unknown.warnings)
 
 
 # -- input buckets -----------------------------------------------------------------------
@@ -272,7 +287,10 @@ async def test_scan_manifest_counts_valid_items_and_collects_buckets(tmp_path: P
     ]
     manifest.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
     s = job("http://127.0.0.1:9", tmp_path, task=TaskType.TEXTRACT)
-    scan = await scan_manifest(s, None)
-    assert scan == (5, {"scans-one", "scans-two"}, {(PII,): 2})
-    with pytest.raises(Exception, match="stdin"):
-        await scan_manifest(job("http://127.0.0.1:9", tmp_path, manifest="-"), None)
+    scan = await tally(
+        job_planner(s, None, unique=False),
+        read_manifest_batches(s.manifest, s.task),
+        details=True,
+    )
+    assert (scan.to_send, scan.invalid) == (5, 1)
+    assert scan.buckets == {"scans-one", "scans-two"} and scan.classifiers == {(PII,): 2}

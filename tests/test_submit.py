@@ -277,9 +277,11 @@ async def test_explicit_names_and_library_items(emulator: Any, tmp_path: Path) -
     assert summary.counts["started"] == 5
 
 
-async def test_an_explicit_name_taken_by_someone_else_fails_clearly(
+async def test_an_explicit_name_taken_by_someone_else_is_recorded_with_its_facts(
     emulator: Any, tmp_path: Path
 ) -> None:
+    """Never `failed` for a loop that exists: the loop's facts are recorded as its own state,
+    and a rerun does not knock on the same door again."""
     import aioboto3
 
     async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=emulator.url) as a2i:
@@ -293,10 +295,19 @@ async def test_an_explicit_name_taken_by_someone_else_fails_clearly(
         s, items=[Item(id="a", line=1, input_content='{"mine": 1}', name="taken")]
     )
     outcome = final_outcomes(s.ledger)["a"]
-    assert outcome["status"] == "failed"
+    assert outcome["status"] == "name_taken"
     assert outcome["error"]["code"] == "NameInUse"
-    assert "--name-prefix" in outcome["error"]["message"]
-    assert summary.exit_code == 1
+    assert "choose another name" in outcome["error"]["message"]
+    facts = outcome["loop"]
+    assert facts["flow_definition_arn"] == FLOW and facts["status"] == "InProgress"
+    assert facts["creation_time"] and facts["human_loop_arn"].endswith("/taken")
+    assert summary.exit_code == 1 and summary.counts["name_taken"] == 1
+    calls = (await emulator_get(emulator.url, "/_emulator/stats"))["calls"]
+    again = await submit(
+        s, items=[Item(id="a", line=1, input_content='{"mine": 1}', name="taken")]
+    )
+    assert again.counts["skipped_name_taken"] == 1 and again.counts["calls"] == 0
+    assert (await emulator_get(emulator.url, "/_emulator/stats"))["calls"] == calls
 
 
 async def test_a_second_review_with_the_same_prefix_recovers_instead_of_doubling(
@@ -346,23 +357,15 @@ async def test_fatal_errors_stop_the_job_early(emulator: Any, tmp_path: Path) ->
 
 
 async def test_max_failures_stops_the_job(emulator: Any, tmp_path: Path) -> None:
-    items = [
-        Item(id=f"i{i}", line=i + 1, input_content='{"n": 1}', name=f"x{i}") for i in range(50)
-    ]
-    import aioboto3
-
-    async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=emulator.url) as a2i:
-        for i in range(50):
-            await a2i.start_human_loop(
-                HumanLoopName=f"x{i}",
-                FlowDefinitionArn=FLOW,
-                HumanLoopInput={"InputContent": '{"o": 1}'},
-            )
+    # Items a library caller hands over unchecked: the service refuses each (not JSON).
+    items = [Item(id=f"i{i}", line=i + 1, input_content="not json") for i in range(50)]
     s = settings(
         "custom", emulator.url, tmp_path, tmp_path / "u.jsonl", max_failures=5, concurrency=2
     )
-    with pytest.raises(JobAborted, match="max-failures"):
+    with pytest.raises(JobAborted, match="reaching max_failures 5") as caught:
         await submit(s, items=items)
+    assert "--" not in str(caught.value)  # a library caller reads parameters, not flags
+    assert caught.value.code == "MaxFailures" and caught.value.summary is not None
     assert sum(o["status"] == "failed" for o in final_outcomes(s.ledger).values()) < 10
 
 

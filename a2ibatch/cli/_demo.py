@@ -11,6 +11,7 @@ the exactly-once promise is checked by the server itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import random
 import urllib.request
@@ -62,10 +63,8 @@ async def _buckets(url: str, task: TaskType, session: Any) -> None:
     if bucket is None:
         return
     async with session.client("s3", endpoint_url=url, region_name=DEMO_REGION) as s3:
-        try:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             await s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
         rule = {"AllowedHeaders": [], "AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}
         await s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
 

@@ -196,7 +196,8 @@ def cmd_results(args: argparse.Namespace) -> int:
              f" ({report.format}); {report.already_present} already there; "
              f"{report.completed} completed loop(s)")
     if report.missing:
-        codes = ", ".join(f"{code} x{n}" for code, n in sorted((report.missing_codes or {}).items()))
+        found = sorted((report.missing_codes or {}).items())
+        codes = ", ".join(f"{code} x{n}" for code, n in found)
         out.line((f"  {report.missing} output(s) not found yet ({codes})", "yellow"),
                  "; check the flow definition's S3 output path and this identity's s3:GetObject "
                  "on it, or run results again later")

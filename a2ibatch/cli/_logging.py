@@ -21,7 +21,15 @@ import structlog
 
 from .._log import event_fields
 
-QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "aioboto3", "urllib3", "aiohttp")
+QUIET_LOGGERS = (
+    "botocore",
+    "aiobotocore",
+    "boto3",
+    "aioboto3",
+    "urllib3",
+    "aiohttp",
+    "werkzeug",  # moto's server, when an emulator runs in the same process
+)
 _HANDLER_NAME = "a2ibatch-cli"
 
 

@@ -48,7 +48,8 @@ def add_command(sub: Any) -> None:
     )
     g.add_argument("--config", help="a TOML file of these settings (see config/)")
     g.add_argument(
-        "--name-prefix", help="loop names are PREFIX-<digest> (default a2ib); a new one = a new review"
+        "--name-prefix",
+        help="loop names are PREFIX-<digest> (default a2ib); a new prefix is a new review",
     )
     g.add_argument(
         "--content-classifier",
@@ -71,7 +72,9 @@ def add_command(sub: Any) -> None:
         help="send again the items the ledger has as failed (or name_taken)",
     )
     g = p.add_argument_group("pace and limits")
-    g.add_argument("--rate", type=float, help="requests/second ceiling per API (default: find the quota)")
+    g.add_argument(
+        "--rate", type=float, help="requests/second ceiling per API (default: find the quota)"
+    )
     g.add_argument("--concurrency", type=int, help="calls in flight (default: rate x latency)")
     g.add_argument("--max-attempts", type=int, help="attempts per item (default 8)")
     g.add_argument("--max-failures", help="stop once N items failed, or N%% of them")

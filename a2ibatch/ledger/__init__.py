@@ -3,7 +3,8 @@
 * `_format`: every record type and the job header;
 * `_files`: the only code touching ledger bytes (open and lock, lines, append, cut, fsync);
 * `_store`: where a ledger lives (`LocalStore`), behind a small interface;
-* `_reader`: the one reader (`read_ledger`), used by submit, status and every lifecycle command;
+* `_reader`: the one reader (`read_ledger`), used by submit, status and every lifecycle command,
+  building a `LedgerIndex` (`_index`);
 * `_writer`: the one writer, in run or append mode.
 
 ``docs/ledger.md`` describes the format and the guarantees.
@@ -20,7 +21,8 @@ from ._format import (
     outcome_record,
     utc_timestamp,
 )
-from ._reader import FINAL_STATUSES, LedgerIndex, LoopState, Row, load_ledger, read_ledger
+from ._index import FINAL_STATUSES, LedgerIndex, LoopState, Row
+from ._reader import load_ledger, read_ledger
 from ._store import LedgerStore, LocalStore, RunFiles, open_writer
 from ._writer import LedgerWriter
 

@@ -102,7 +102,9 @@ class LedgerFile:
         except FileNotFoundError:
             if not create:
                 return None
-            raise LedgerError(f"cannot create ledger file {p}: its directory does not exist")
+            raise LedgerError(
+                f"cannot create ledger file {p}: its directory does not exist"
+            ) from None
         except OSError as exc:
             raise LedgerError(f"cannot open ledger file {p}: {_reason(exc)}") from None
         try:
@@ -166,6 +168,8 @@ class LedgerFile:
                 offset = position - len(block) + newline + 1
                 block = block[newline + 1 :]
                 overlong = False
+                if not block:
+                    continue
             last = block.rfind(b"\n")
             if last < 0:
                 pending.append(block)

@@ -138,9 +138,8 @@ class JobHeader:
 
 def intent_line(item_id: str, line: int, loop_name: str) -> bytes:
     """The ``intent`` record of an item whose first call is about to be sent."""
-    return dumps(
-        {"event": INTENT, "id": item_id, "line": line, "loop_name": loop_name, "at": utc_timestamp()}
-    )
+    at = utc_timestamp()
+    return dumps({"event": INTENT, "id": item_id, "line": line, "loop_name": loop_name, "at": at})
 
 
 def outcome_record(outcome: Outcome) -> dict[str, Any]:

@@ -106,6 +106,7 @@ async def open_writer(
         if file is None:
             raise LedgerError(f"ledger {store.label} does not exist")
         try:
+            read_ledger(file)  # cuts a dead run's torn tail, under a brief lock
             async with LedgerWriter.open(file, None, **options) as writer:
                 yield writer
         finally:

@@ -124,6 +124,13 @@ class LedgerWriter:
             raise ValueError("checkpoint_interval must be >= 0")
         if header is not None and not file.locked:
             raise LedgerError(f"ledger {file.path}: a run needs the ledger's lock")
+        if header is None and not file.ends_with_newline():
+            # Appending now would glue our records to a record still being written (or to
+            # a torn one that only the lock's holder may cut).
+            raise LedgerError(
+                f"ledger {file.path} ends with a partial record while another process writes "
+                "it; try again in a moment"
+            )
         writer = cls(file, sidecar, buffer, checkpoint_interval, after_sync)
         if header is not None:
             try:
@@ -157,17 +164,17 @@ class LedgerWriter:
         if writer._failed is not None:
             raise writer._error()
 
-    async def _drain(self, timeout: float) -> None:
+    async def _drain(self, seconds: float) -> None:
         """Wait for the writer task to write everything queued, even when cancelled."""
         with anyio.CancelScope(shield=True) as drain:
-            drain.deadline = anyio.current_time() + timeout
+            drain.deadline = anyio.current_time() + seconds
             await self._done.wait()
         if drain.cancelled_caught:
             self._scope.cancel()
             if self._failed is None:
                 self._failed = LedgerWriteError(
                     f"cannot finish writing ledger {self.path}: the disk did not answer "
-                    f"within {timeout:g} seconds"
+                    f"within {seconds:g} seconds"
                 )
 
     # -- producers --------------------------------------------------------------------

@@ -171,11 +171,6 @@ async def open_job(
             lambda: read_ledger(file, loops=True, intents=intents), abandon_on_cancel=True
         )
         require_job(index)
-        if append and not file.ends_with_newline():
-            raise LedgerError(
-                f"ledger {printable(store.label)} ends with a partial record while another "
-                "process writes it; try again in a moment"
-            )
         settings = job_settings(index, aws or AwsSettings())
         counters = Counters()
         meters = Meters(counters, ceiling=rate, concurrency=concurrency, primary=primary)

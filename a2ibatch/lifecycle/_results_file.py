@@ -73,7 +73,8 @@ class ResultsFile:
         try:
             self._fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
-            raise ConfigError(f"cannot open {printable(self.path)}: {exc.strerror or exc}") from None
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"cannot open {printable(self.path)}: {reason}") from None
         size = os.fstat(self._fd).st_size
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
             os.ftruncate(self._fd, last_line_end(self._fd, size))  # a torn row is redone

@@ -72,7 +72,7 @@ async def track(
     aws: AwsSettings | None = None,
     watch: bool = False,
     interval: float = DEFAULT_INTERVAL,
-    timeout: float | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - a watch's deadline: it reports timed_out
     rate: float | None = None,
     concurrency: int | None = None,
     retry_policy: RetryPolicy | None = None,
