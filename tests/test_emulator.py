@@ -158,7 +158,8 @@ async def test_a_failed_loop_has_a_reason_and_cannot_be_stopped(emulator: Any) -
 
 async def test_the_arn_carries_the_region_of_the_signature(emulator: Any) -> None:
     async with client(emulator.url, A2I, region="eu-west-1") as a2i:
-        started = await a2i.start_human_loop(**start_args("abroad"))
+        flow = FLOW.replace("us-east-1", "eu-west-1")
+        started = await a2i.start_human_loop(**start_args("abroad", flow=flow))
     assert started["HumanLoopArn"] == "arn:aws:sagemaker:eu-west-1:123456789012:human-loop/abroad"
 
 
@@ -312,8 +313,9 @@ async def test_list_human_loops_pages_filters_and_sorts(emulator: Any) -> None:
         fourth = full[3]["CreationTime"]
         after = await a2i.list_human_loops(FlowDefinitionArn=FLOW, CreationTimeAfter=fourth)
         assert [s["HumanLoopName"] for s in after["HumanLoopSummaries"]] == names[3:]
+        # Half open, as the reference words it: loops that began at After, and before Before.
         before = await a2i.list_human_loops(FlowDefinitionArn=FLOW, CreationTimeBefore=fourth)
-        assert [s["HumanLoopName"] for s in before["HumanLoopSummaries"]] == names[:4]
+        assert [s["HumanLoopName"] for s in before["HumanLoopSummaries"]] == names[:3]
         other = await a2i.list_human_loops(FlowDefinitionArn=OTHER_FLOW)
         assert [s["HumanLoopName"] for s in other["HumanLoopSummaries"]] == ["elsewhere"]
 

@@ -116,7 +116,8 @@ async def test_quotas_change_at_run_time_and_are_per_region(emulator: Any) -> No
         await east.start_human_loop(**start_args("east-1"))
         with pytest.raises(east.exceptions.ThrottlingException):
             await east.start_human_loop(**start_args("east-2"))
-        await eu.start_human_loop(**start_args("eu-1"))  # a region's buckets are its own
+        eu_flow = FLOW.replace("us-east-1", "eu-west-1")
+        await eu.start_human_loop(**start_args("eu-1", flow=eu_flow))  # its own buckets
         status, config = await post(
             emulator.url, "/_emulator/config", {"quotas": {"StartHumanLoop": 1e6}}
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from . import _flows, _validation
+from . import _flows, _regions, _validation
 from ._errors import A2I, DIALECTS, ServiceError
 from ._loops import FINISHED, IN_PROGRESS, STOPPED, STOPPING, Loop, input_key
 from ._state import MAINTENANCE_MESSAGE, Call, State
@@ -22,10 +22,12 @@ def start_human_loop(state: State, call: Call) -> dict[str, Any]:
     flow_arn, flow_name = _validation.flow_definition_arn(DIALECT, params.get("FlowDefinitionArn"))
     content = _validation.input_content(DIALECT, params.get("HumanLoopInput"))
     _validation.content_classifiers(DIALECT, params.get("DataAttributes"))
+    region = call.caller.region
+    _regions.check_flow(DIALECT, flow_arn, region)
     _flows.usable(DIALECT, flow_arn, flow_name)
     key = input_key(content)
     loops = state.loops
-    holder = loops.holder(name)
+    holder = loops.holder(region, name)
     if holder is not None:
         state.stats.name_conflicts += 1
         same = holder.input_key == key and holder.flow_arn == flow_arn and not holder.deleted
@@ -35,28 +37,24 @@ def start_human_loop(state: State, call: Call) -> dict[str, Any]:
             "ConflictException", f"A human loop with the name {name} already exists.", 409
         )
     limit = config.max_in_progress
-    if limit is not None and loops.in_progress >= limit:
+    if limit is not None and loops.in_progress_in(region) >= limit:
         state.stats.quota_refusals += 1
         raise DIALECT.too_many_in_progress(limit)
-    loop = loops.create(
+    loop = state.start_loop(
+        call,
         name=name,
-        arn=state.loop_arn(call.caller.region, name),
         flow_arn=flow_arn,
         flow_name=flow_name,
         task="custom",
         key=key,
         input_content=content,
-        s3=None,
-        now=call.now,
-        complete_after=config.complete_after,
-        ends_failed=state.chance(config.failure_rate),
     )
     return {"HumanLoopArn": loop.arn}
 
 
 def _existing(state: State, call: Call) -> Loop:
     name = _validation.loop_name(DIALECT, call.params.get("HumanLoopName"))
-    loop = state.loops.get(name, call.now)
+    loop = state.loops.get(call.caller.region, name, call.now)
     if loop is None:
         raise DIALECT.missing(f"HumanLoop {name} was not found.")
     return loop
@@ -64,7 +62,7 @@ def _existing(state: State, call: Call) -> Loop:
 
 def describe_human_loop(state: State, call: Call) -> dict[str, Any]:
     """DescribeHumanLoop."""
-    return _existing(state, call).describe(state.config.output_bucket)
+    return _existing(state, call).describe()
 
 
 def stop_human_loop(state: State, call: Call) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from . import _analysis, _flows, _validation
+from . import _analysis, _flows, _regions, _validation
 from ._errors import DIALECTS, REKOGNITION, TEXTRACT, Dialect
 from ._loops import input_key
 from ._state import MAINTENANCE_MESSAGE, Call, State
@@ -39,32 +39,41 @@ def _human_loop(
     name = _validation.loop_name(dialect, raw.get("HumanLoopName"))
     flow_arn, flow_name = _validation.flow_definition_arn(dialect, raw.get("FlowDefinitionArn"))
     _validation.content_classifiers(dialect, raw.get("DataAttributes"))
+    region = call.caller.region
+    _regions.check_flow(dialect, flow_arn, region)
     _flows.usable(dialect, flow_arn, flow_name)
     loops = state.loops
-    if loops.holder(name) is not None:
+    if loops.holder(region, name) is not None:
         state.stats.name_conflicts += 1
         raise dialect.invalid(NAME_IN_USE.format(name))
     if not doubtful:
         state.stats.not_activated += 1
         return None
     limit = config.max_in_progress
-    if limit is not None and loops.in_progress >= limit:
+    if limit is not None and loops.in_progress_in(region) >= limit:
         state.stats.quota_refusals += 1
         raise dialect.too_many_in_progress(limit)
-    loop = loops.create(
+    loop = state.start_loop(
+        call,
         name=name,
-        arn=state.loop_arn(call.caller.region, name),
         flow_arn=flow_arn,
         flow_name=flow_name,
         task=task,
         key=input_key(document.identity),
-        input_content=None,
         s3=document.s3,
-        now=call.now,
-        complete_after=config.complete_after,
-        ends_failed=state.chance(config.failure_rate),
+        request=_kept_request(call.params, document),
     )
     return loop.arn
+
+
+def _kept_request(params: dict[str, Any], document: _validation.DocumentRef) -> dict[str, Any]:
+    """The request as output.json repeats it; inline bytes are not kept (they may be MBs)."""
+    if document.s3 is not None:
+        return params  # decoded for this call alone and never changed: no copy needed
+    return {
+        key: {"Bytes": "(not kept)"} if key in ("Document", "Image") else value
+        for key, value in params.items()
+    }
 
 
 def analyze_document(state: State, call: Call) -> dict[str, Any]:

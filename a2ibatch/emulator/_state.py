@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from ._auth import Caller
 from ._config import EmulatorConfig
-from ._loops import LoopStore
+from ._loops import Loop, LoopStore
 from ._quota import Quotas, rates
 from ._stats import Stats
 
@@ -60,6 +60,39 @@ class State:
 
     def loop_arn(self, region: str, name: str) -> str:
         return f"arn:aws:sagemaker:{region}:{self.config.account_id}:human-loop/{name}"
+
+    def start_loop(
+        self,
+        call: Call,
+        *,
+        name: str,
+        flow_arn: str,
+        flow_name: str,
+        task: str,
+        key: str,
+        input_content: str | None = None,
+        s3: dict[str, str] | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Loop:
+        """A new InProgress loop in the call's region, on the settings in force."""
+        config, region = self.config, call.caller.region
+        loop = Loop(
+            name=name,
+            region=region,
+            arn=self.loop_arn(region, name),
+            flow_arn=flow_arn,
+            flow_name=flow_name,
+            task=task,
+            input_key=key,
+            input_content=input_content,
+            s3=s3,
+            request=request,
+            output_path=f"s3://{config.output_bucket}",
+            created_at=call.now,
+            seq=0,
+            ends_failed=self.chance(config.failure_rate),
+        )
+        return self.loops.create(loop, config.complete_after)
 
     def chance(self, rate: float) -> bool:
         """True with probability `rate`; draws nothing when the rate is 0 or 1."""
