@@ -19,13 +19,58 @@ import platform
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import ConfigError, setting
 from ._settings import AwsSettings, check_endpoint
 from ._text import redact_url
 
+if TYPE_CHECKING:  # the stubs are a development dependency (types-aiobotocore)
+    from types_aiobotocore_rekognition import RekognitionClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sagemaker import SageMakerClient
+    from types_aiobotocore_sagemaker_a2i_runtime import AugmentedAIRuntimeClient
+    from types_aiobotocore_service_quotas import ServiceQuotasClient
+    from types_aiobotocore_textract import TextractClient
+
 A2I_SERVICE = "sagemaker-a2i-runtime"
+#: botocore service name -> the `Clients` attribute that holds its client
+_ATTRIBUTES: Final = {
+    A2I_SERVICE: "a2i",
+    "textract": "textract",
+    "rekognition": "rekognition",
+    "sagemaker": "sagemaker",
+    "s3": "s3",
+    "service-quotas": "quotas",
+}
+
+
+class Clients:
+    """The open clients of one job or command, typed per service.
+
+    Only the services asked for are open; reaching for another is a bug of ours
+    (AttributeError).  `by_service` serves code that picks a client by name (the task
+    adapters name their service).
+    """
+
+    a2i: AugmentedAIRuntimeClient
+    textract: TextractClient
+    rekognition: RekognitionClient
+    sagemaker: SageMakerClient
+    s3: S3Client
+    quotas: ServiceQuotasClient
+
+    def __init__(self, opened: Mapping[str, Any]) -> None:
+        self.services = frozenset(opened)
+        for service, client in opened.items():
+            setattr(self, _ATTRIBUTES[service], client)
+
+    def by_service(self, service: str) -> Any:
+        return getattr(self, _ATTRIBUTES[service])
+
+    @property
+    def s3_if_open(self) -> S3Client | None:
+        return self.s3 if "s3" in self.services else None
 
 
 def versions() -> dict[str, str]:
@@ -139,11 +184,11 @@ async def open_clients(
     services: Mapping[str, int],
     *,
     region: str | None = None,
-) -> dict[str, Any]:
+) -> Clients:
     """Clients of `services` (service name -> connection pool size), entered on `stack`."""
     session = make_session(aws, session)
-    clients: dict[str, Any] = {}
+    opened: dict[str, Any] = {}
     for service, pool in services.items():
         kwargs = client_kwargs(aws, service, pool, region=region)
-        clients[service] = await open_client(stack, session, service, kwargs)
-    return clients
+        opened[service] = await open_client(stack, session, service, kwargs)
+    return Clients(opened)

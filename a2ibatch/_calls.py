@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, ParamSpec, TypeVar
 
 import anyio
 
@@ -35,6 +35,8 @@ from ._meters import Meters
 from ._retry import CallError, ErrorKind, RetryEvent, RetryPolicy, describe_exception, fatal_message
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 NOT_FOUND_CODES: Final = frozenset({"ResourceNotFoundException", "ResourceNotFound"})
 
 Classify = Callable[[BaseException], CallError]
@@ -82,14 +84,20 @@ class Caller:
         self._rng = rng or random.Random()
 
     async def call(
-        self, operation: str, method: Callable[..., Awaitable[Any]], /, **kwargs: Any
-    ) -> Any:
-        """``await method(**kwargs)`` through the meters, with retries: the service's answer.
-
-        Raises `CallFailed` or `JobAborted`.
-        """
+        self,
+        operation: str,
+        method: Callable[P, Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """``await method(**kwargs)`` through the meters, with retries: the service's answer
+        (typed as the client's method is).  Raises `CallFailed` or `JobAborted`."""
+        if args:
+            raise TypeError("service calls take keyword arguments only")
         answer, _ = await self.attempt(operation, method, kwargs)
-        return answer
+        result: R = answer
+        return result
 
     async def attempt(
         self,

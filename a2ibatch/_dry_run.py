@@ -78,7 +78,7 @@ async def dry_run(
             s3 = None
             if settings.manifest.startswith("s3://"):
                 clients = await open_clients(stack, settings.aws, session, {"s3": 10})
-                s3 = clients["s3"]
+                s3 = clients.s3
             source = read_manifest_batches(settings.manifest, settings.task, s3_client=s3)
         found = await tally(planner, source, max_problems=max_problems, samples=5)
     return DryRunReport(

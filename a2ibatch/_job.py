@@ -22,7 +22,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._aws import A2I_SERVICE, open_clients, versions
+from ._aws import A2I_SERVICE, Clients, open_clients, versions
 from ._calls import Caller
 from ._counters import Counters
 from ._errors import A2IBatchError, LedgerWriteError, first_error
@@ -249,7 +249,7 @@ class Job:
         )
 
     async def _preflight(
-        self, clients: Mapping[str, Any], index: LedgerIndex, caller: Caller
+        self, clients: Clients, index: LedgerIndex, caller: Caller
     ) -> PreflightReport | None:
         """Check the flow definition, buckets and cost before the first call that costs.
 
@@ -259,7 +259,7 @@ class Job:
         s = self.settings
         scan = None
         if self._items is None and s.manifest != "-":
-            batches = read_manifest_batches(s.manifest, s.task, s3_client=clients.get("s3"))
+            batches = read_manifest_batches(s.manifest, s.task, s3_client=clients.s3_if_open)
             scan = await tally(job_planner(s, index, unique=False), batches, details=True)
             if scan.to_send == 0:
                 return None  # nothing left to send: nothing to check, and no call at all
@@ -268,7 +268,7 @@ class Job:
             session=self._session,
             items=None if scan is None else scan.to_send,
             buckets=set() if scan is None else scan.buckets,
-            s3_client=clients.get("s3"),
+            s3_client=clients.s3_if_open,
             item_classifiers=None if scan is None else scan.classifiers,
             caller=caller,
         )
@@ -285,18 +285,18 @@ class Job:
             grace_period=s.grace_period,
         )
 
-    async def _clients(self, stack: AsyncExitStack) -> dict[str, Any]:
+    async def _clients(self, stack: AsyncExitStack) -> Clients:
         pool = max(self.settings.concurrency or 0, 1024)
         services = {service: pool for service in (self.adapter.service, A2I_SERVICE)}
         if self._items is None and self.settings.manifest.startswith("s3://"):
             services["s3"] = 16
         return await open_clients(stack, self.settings.aws, self._session, services)
 
-    def _source(self, clients: Mapping[str, Any]) -> AsyncIterator[Item | Invalid]:
+    def _source(self, clients: Clients) -> AsyncIterator[Item | Invalid]:
         if self._items is not None:
             return as_async(self._items)
         return read_manifest(
-            self.settings.manifest, self.settings.task, s3_client=clients.get("s3")
+            self.settings.manifest, self.settings.task, s3_client=clients.s3_if_open
         )
 
 

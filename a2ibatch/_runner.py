@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from dataclasses import dataclass
 from typing import Any
 
+from ._aws import Clients
 from ._calls import Caller, CallFailed, Found
 from ._counters import Counters
 from ._errors import A2IBatchError, JobAborted, SourceError, setting
@@ -26,7 +27,7 @@ from ._models import ErrorInfo, Invalid, Item, Outcome, Status
 from ._plan import Planner, Resend, Skip
 from ._pool import WorkerPool
 from ._retry import CallError, ErrorKind
-from ._tasks import A2I_SERVICE, RequestOptions, TaskAdapter
+from ._tasks import RequestOptions, TaskAdapter
 from .ledger import LedgerWriter, iso_time, utc_timestamp
 
 DESCRIBE_OPERATION = "DescribeHumanLoop"
@@ -64,7 +65,7 @@ class Runner:
         self,
         *,
         adapter: TaskAdapter,
-        clients: Mapping[str, Any],
+        clients: Clients,
         writer: LedgerWriter,
         planner: Planner,
         caller: Caller,
@@ -78,8 +79,8 @@ class Runner:
         self.settings = settings
         self.on_outcome = on_outcome
         self.counters: Counters = caller.counters
-        self._send = getattr(clients[adapter.service], adapter.method)
-        self._describe_loop = clients[A2I_SERVICE].describe_human_loop
+        self._send = getattr(clients.by_service(adapter.service), adapter.method)
+        self._a2i = clients.a2i
         self._entries: AsyncIterator[Item | Invalid] | None = None
         self.pool: WorkerPool[tuple[Item, str, bool]] = WorkerPool(
             caller.meters.cap, self._take, self._process
@@ -284,14 +285,14 @@ class Runner:
     async def _describe(self, name: str) -> dict[str, Any] | None:
         """DescribeHumanLoop with retries; None when no such loop exists."""
         try:
-            response: dict[str, Any] = await self.caller.call(
-                DESCRIBE_OPERATION, self._describe_loop, HumanLoopName=name
+            response = await self.caller.call(
+                DESCRIBE_OPERATION, self._a2i.describe_human_loop, HumanLoopName=name
             )
         except CallFailed as exc:
             if exc.not_found:
                 return None
             raise _Unverified(name, exc.error) from None
-        return response
+        return dict(response)
 
     # -- outcomes ------------------------------------------------------------------------
 

@@ -134,13 +134,13 @@ async def test_items_that_drop_the_pii_classifier_are_refused_for_the_public_wor
     # The job says PII-free, but two lines set classifiers of their own without it: those
     # two tasks would never reach a worker.
     s = job(emulator.url, tmp_path, "public-reviews", content_classifiers=(PII, ADULT))
-    own = {(ADULT,): 2, (PII, ADULT): 5}
+    own: dict[tuple[str, ...], int] = {(ADULT,): 2, (PII, ADULT): 5}
     with pytest.raises(PreflightError, match="2 item") as caught:
         await preflight(s, items=10, buckets=(), item_classifiers=own)
     assert caught.value.code == "PublicWorkforceWithoutPiiClassifier"
     # Every item declaring PII-free for itself is enough, whatever the job's default.
     bare = job(emulator.url, tmp_path, "public-reviews")
-    every = {(PII, ADULT): 10}
+    every: dict[tuple[str, ...], int] = {(PII, ADULT): 10}
     report = await preflight(bare, items=10, buckets=(), item_classifiers=every)
     assert report.warnings == []
     with pytest.raises(PreflightError):  # one item left on the job's default

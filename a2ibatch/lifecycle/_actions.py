@@ -119,7 +119,7 @@ async def _act(
         acted = 0
         skipped: Counter[str] = Counter()
         errors: dict[str, int] = {}
-        a2i = job.clients[A2I_SERVICE]
+        a2i = job.clients.a2i
         method = a2i.stop_human_loop if action == "stop" else a2i.delete_human_loop
 
         async def one(loop: LoopState) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._aws import open_clients
+from .._aws import Clients, open_clients
 from .._calls import Caller, CallFailed
 from .._counters import Counters
 from .._errors import LedgerError
@@ -88,7 +88,7 @@ class Context:
     index: LedgerIndex
     settings: SubmitSettings
     caller: Caller
-    clients: Mapping[str, Any]
+    clients: Clients
     writer: LedgerWriter | None
     counters: Counters = field(default_factory=Counters)
     changed: int = 0  # loop_status records appended
@@ -124,7 +124,7 @@ class Context:
 
     async def describe(self, loop: LoopState, errors: dict[str, int]) -> Mapping[str, Any] | None:
         """The loop's DescribeHumanLoop answer (its change recorded); None if unknown now."""
-        a2i = self.clients["sagemaker-a2i-runtime"]
+        a2i = self.clients.a2i
         try:
             response: Mapping[str, Any] = await self.caller.call(
                 "DescribeHumanLoop", a2i.describe_human_loop, HumanLoopName=loop.loop_name

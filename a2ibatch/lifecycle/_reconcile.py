@@ -105,7 +105,7 @@ async def reconcile(
         seen: set[str] = set()
         missing: list[ServiceLoop] = []
         listed = 0
-        a2i = job.clients[A2I_SERVICE]
+        a2i = job.clients.a2i
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {

@@ -148,7 +148,7 @@ async def results(
 async def _write(
     job: Context, target: ResultsFile, manifest: str | None, concurrency: int, fmt: str
 ) -> ResultsReport:
-    s3 = job.clients["s3"]
+    s3 = job.clients.s3
     cap = InFlightCap(concurrency)
     completed = already = written = 0
     errors: Counter[str] = Counter()
@@ -231,7 +231,7 @@ async def _join_manifest(
         return {}
     wanted = {loop.id for loop in batch}
     found: dict[str, dict[str, Any]] = {}
-    s3 = job.clients.get("s3")
+    s3 = job.clients.s3_if_open
     async for entry in read_manifest(manifest, job.settings.task, s3_client=s3):
         if isinstance(entry, Invalid) or entry.id not in wanted:
             continue
