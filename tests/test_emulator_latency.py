@@ -37,7 +37,7 @@ def test_a_bucket_never_admits_more_than_burst_plus_rate_times_time(
     rate: float, capacity: int, arrivals: list[tuple[float, int]]
 ) -> None:
     bucket = TokenBucket(rate, capacity, now=0.0)
-    now = accepted = 0
+    now, accepted = 0.0, 0
     for gap, attempts in arrivals:
         now += gap
         accepted += sum(bucket.take(now) for _ in range(attempts))

@@ -1,8 +1,10 @@
 """Who is calling, read from the SigV4 ``Authorization`` header (never verified).
 
 The emulator checks no signatures.  It reads the access key id (two magic ids make every
-call fail, for tests of fatal errors) and the region of the signing scope (it goes into
-every ARN the emulator mints).
+call fail, for tests of fatal errors), the region of the signing scope (the region the call
+is answered in, and the one in every ARN the emulator mints) and the service the request
+was signed for (``s3`` goes to the emulator's S3).  A presigned URL carries the same scope
+in its ``X-Amz-Credential`` query parameter.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 DENIED_KEY = "denied"
 #: access key id the "service" does not know: UnrecognizedClientException
 UNKNOWN_KEY = "unknown"
+#: the end of an S3 signing scope (``KEY/DATE/REGION/s3/aws4_request``)
+S3_SCOPE_END = "/s3/aws4_request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +39,9 @@ def caller_from_header(authorization: str | None, default_region: str) -> Caller
     parts = scope.split("/")
     region = parts[2] if len(parts) >= 5 and parts[2] else default_region
     return Caller(parts[0], region)
+
+
+def region_of_scope(scope: str | None, default_region: str) -> str:
+    """The region of a credential scope (``KEY/DATE/REGION/SERVICE/aws4_request``)."""
+    parts = (scope or "").split("/")
+    return parts[2] if len(parts) >= 5 and parts[2] else default_region

@@ -1,7 +1,8 @@
-"""The HTTP server: one endpoint for all four services, in the caller's event loop.
+"""The HTTP server: one endpoint for every emulated service, in the caller's event loop.
 
 aiohttp's low-level server (no router, no middleware, no access log) keeps the per-request
-cost small; the protocol is recognised from the request itself (`_wire.identify`).
+cost small; the protocol is recognised from the request itself: S3 by its signature
+(`_s3.is_s3`), the others by `_wire.identify`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from . import _engine, _introspection, _wire
+from . import _engine, _introspection, _s3, _wire
 from ._auth import caller_from_header
 from ._config import EmulatorConfig
 from ._errors import ServiceError
@@ -78,7 +79,7 @@ class Emulator:
         return self._state.stats.snapshot(self._state.loops)
 
     def reset(self) -> None:
-        """Forget every loop and counter."""
+        """Forget every loop, counter, bucket and object."""
         self._state.reset()
 
 
@@ -88,13 +89,16 @@ def make_handler(state: State) -> Callable[[web.BaseRequest], Awaitable[web.Stre
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if request.path.startswith(_introspection.PREFIX):
             return await _introspection.handle(state, request)
-        protocol, operation = _wire.identify(request)
+        authorization = request.headers.get("Authorization")
         state.stats.count_agent(request.headers.get("User-Agent", ""))
+        if _s3.is_s3(request, authorization):
+            return await _s3.handle(state, request, authorization)
+        protocol, operation = _wire.identify(request)
         try:
             if operation is None:
                 raise _wire.unknown_operation(protocol)
             params = await _wire.parameters(request, protocol, operation)
-            caller = caller_from_header(request.headers.get("Authorization"), state.config.region)
+            caller = caller_from_header(authorization, state.config.region)
             reply = await _engine.handle(state, operation, params, caller)
         except ServiceError as error:
             return _wire.failure(protocol, error)
@@ -136,3 +140,5 @@ async def serve(config: EmulatorConfig | None = None) -> AsyncIterator[Emulator]
         yield Emulator(state, str(host), int(port))
     finally:
         await runner.cleanup()
+        if state.s3.touched:  # moto's state is the worker thread's to change
+            await asyncio.get_running_loop().run_in_executor(state.s3_executor(), state.s3.close)

@@ -6,14 +6,18 @@ without awaiting, each one is atomic, so no locks are needed.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ._auth import Caller
 from ._config import EmulatorConfig
 from ._loops import Loop, LoopStore
+from ._moto import S3Store, executor
 from ._quota import Quotas, rates
 from ._stats import Stats
 
@@ -32,17 +36,37 @@ class Call:
     now: float  # Unix time
 
 
-class State:
-    """Settings, loops, counters, quotas and the seeded random generator."""
+@functools.cache
+def moto_installed() -> bool:
+    """Whether moto can be imported (looked up once, without importing it)."""
+    return importlib.util.find_spec("moto") is not None
 
-    __slots__ = ("config", "loops", "quotas", "rng", "stats")
+
+class State:
+    """Settings, loops, counters, quotas, S3 and the seeded random generator."""
+
+    __slots__ = ("config", "loops", "quotas", "rng", "s3", "stats")
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        self.loops = LoopStore()
+        self.loops = self._new_loops()
         self.stats = Stats()
         self.quotas = Quotas(rates(config.quota, config.quotas), config.burst)
+        self.s3 = S3Store()
+
+    def _new_loops(self) -> LoopStore:
+        loops = LoopStore()
+        self._collect_outputs(loops)
+        return loops
+
+    def _collect_outputs(self, loops: LoopStore) -> None:
+        """Queue completed loops for their output.json only when S3 can take them."""
+        wanted = self.config.s3 and moto_installed()
+        if not wanted:
+            loops.completed = None
+        elif loops.completed is None:
+            loops.completed = []
 
     def reconfigure(self, config: EmulatorConfig) -> None:
         """Switch to new settings; loops and counters stay, a new seed restarts the dice."""
@@ -50,13 +74,22 @@ class State:
             self.rng = random.Random(config.seed)
         self.quotas.configure(rates(config.quota, config.quotas), config.burst, time.monotonic())
         self.config = config
+        self._collect_outputs(self.loops)
 
     def reset(self) -> None:
-        """Forget every loop and counter (settings stay)."""
+        """Forget every loop, counter, bucket and object (settings stay)."""
         self.rng = random.Random(self.config.seed)
-        self.loops = LoopStore()
+        self.loops = self._new_loops()
         self.stats = Stats()
         self.quotas = Quotas(rates(self.config.quota, self.config.quotas), self.config.burst)
+        old, self.s3 = self.s3, S3Store()
+        if old.touched:
+            executor().submit(old.close)  # moto's state is the worker thread's to change
+
+    @staticmethod
+    def s3_executor() -> ThreadPoolExecutor:
+        """The thread the emulator's S3 (moto) runs in."""
+        return executor()
 
     def loop_arn(self, region: str, name: str) -> str:
         return f"arn:aws:sagemaker:{region}:{self.config.account_id}:human-loop/{name}"

@@ -26,6 +26,7 @@ class Stats:
     name_conflicts: int = 0
     quota_refusals: int = 0
     not_activated: int = 0
+    s3_requests: int = 0
     #: product of each AWS call's User-Agent (its first token, before the "/") -> calls
     user_agents: dict[str, int] = field(default_factory=dict)
     #: second since `started` -> [accepted, throttled] calls of the starting operations
@@ -61,6 +62,7 @@ class Stats:
             "name_conflicts": self.name_conflicts,
             "quota_refusals": self.quota_refusals,
             "not_activated": self.not_activated,
+            "s3_requests": self.s3_requests,
             "in_progress": loops.in_progress,
             "inputs": loops.inputs,
             "inputs_with_multiple_loops": loops.inputs_with_multiple_loops,
