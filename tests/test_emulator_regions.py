@@ -102,3 +102,36 @@ async def test_flow_definitions_are_described_in_the_calls_region(emulator: Any)
             described = await sm.describe_flow_definition(FlowDefinitionName="reviews")
         assert described["FlowDefinitionArn"].split(":")[3] == region
         assert described["HumanLoopConfig"]["WorkteamArn"].split(":")[3] == region
+
+
+async def test_an_input_bucket_in_another_region_cannot_be_read(emulator: Any) -> None:
+    """A bucket the emulator's S3 holds elsewhere is refused; an unknown bucket is virtual."""
+    async with (
+        client(emulator.url, "s3", region=EU) as s3,
+        client(emulator.url, "textract") as tx,
+        client(emulator.url, "rekognition") as rk,
+        client(emulator.url, "textract", region=EU) as tx_eu,
+    ):
+        await s3.create_bucket(
+            Bucket="eu-scans", CreateBucketConfiguration={"LocationConstraint": EU}
+        )
+        abroad = {"S3Object": {"Bucket": "eu-scans", "Name": "form.png"}}
+        with pytest.raises(tx.exceptions.InvalidS3ObjectException) as caught:
+            await tx.analyze_document(Document=abroad, FeatureTypes=["FORMS"])
+        assert error_of(caught.value) == ("InvalidS3ObjectException", 400)
+        assert caught.value.response["Error"]["Message"] == (
+            "Unable to get object metadata from S3. Check object key, region and/or access "
+            "permissions."
+        )
+        with pytest.raises(rk.exceptions.InvalidS3ObjectException):
+            await rk.detect_moderation_labels(
+                Image=abroad, HumanLoopConfig=loop_config("never", FLOW)
+            )
+        # In its own region the bucket is read (virtually) as before...
+        await tx_eu.analyze_document(Document=abroad, FeatureTypes=["FORMS"])
+        # ...and a bucket the emulator's S3 does not hold is a virtual input anywhere.
+        await tx.analyze_document(
+            Document={"S3Object": {"Bucket": "nowhere", "Name": "x.png"}}, FeatureTypes=["FORMS"]
+        )
+    stats = await get(emulator.url, "/_emulator/stats")
+    assert stats["loops_created"] == 0 and stats["calls"]["AnalyzeDocument"] == 3

@@ -1,8 +1,10 @@
 """The built-in task types: Textract AnalyzeDocument and Rekognition DetectModerationLabels.
 
 Both analyse an input and, given a ``HumanLoopConfig``, start a loop when the input meets
-the flow definition's conditions (see `_analysis.activated`).  A loop name already in use
-fails the whole call with the message the real services use.
+the flow definition's conditions (see `_analysis.activated`).  Inputs are virtual: an S3
+object is never read, except that one whose bucket the emulator's S3 holds in another
+region than the call's is refused, as the services refuse it (`_regions.check_bucket`).
+A loop name already in use fails the whole call with the message the real services use.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def analyze_document(state: State, call: Call) -> dict[str, Any]:
     params = call.params
     document = _validation.document(dialect, params.get("Document"), "Document")
     features = _validation.feature_types(dialect, params.get("FeatureTypes"))
+    _regions.check_bucket(dialect, document.s3, call.caller.region, state.s3.bucket_region)
     config = state.config
     doubtful = _analysis.activated(document.identity, config.seed, config.activation_rate)
     answer: dict[str, Any] = {
@@ -101,6 +104,7 @@ def detect_moderation_labels(state: State, call: Call) -> dict[str, Any]:
     dialect = DIALECTS[REKOGNITION]
     params = call.params
     image = _validation.document(dialect, params.get("Image"), "Image")
+    _regions.check_bucket(dialect, image.s3, call.caller.region, state.s3.bucket_region)
     min_confidence = params.get("MinConfidence", DEFAULT_MIN_CONFIDENCE)
     if (
         not isinstance(min_confidence, int | float)
