@@ -79,7 +79,9 @@ async def dry_run(
             if settings.manifest.startswith("s3://"):
                 clients = await open_clients(stack, settings.aws, session, {"s3": 10})
                 s3 = clients.s3
-            source = read_manifest_batches(settings.manifest, settings.task, s3_client=s3)
+            source = read_manifest_batches(
+                settings.manifest, settings.task, s3_client=s3, max_lines=settings.max_lines
+            )
         found = await tally(planner, source, max_problems=max_problems, samples=5)
     return DryRunReport(
         task=settings.task.value,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 #: marks a setting's name inside a message (a control character no message text contains)
 _MARK = "\x1e"
@@ -140,6 +140,13 @@ def first_error(group: BaseException) -> BaseException:
         if not _is_cancellation(exc):
             return exc
     return found[0]
+
+
+def raise_first(group: BaseException) -> NoReturn:
+    """Raise `first_error(group)` as itself, its own cause kept and the group not shown."""
+    error = first_error(group)
+    error.__suppress_context__ = True
+    raise error
 
 
 def _is_cancellation(exc: BaseException) -> bool:

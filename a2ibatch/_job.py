@@ -25,7 +25,7 @@ import anyio.to_thread
 from ._aws import A2I_SERVICE, Clients, open_clients, versions
 from ._calls import Caller
 from ._counters import Counters
-from ._errors import A2IBatchError, LedgerWriteError, first_error
+from ._errors import A2IBatchError, LedgerWriteError, raise_first
 from ._log import get_logger
 from ._meters import Meters
 from ._models import Invalid, Item, Outcome, TaskType
@@ -259,7 +259,9 @@ class Job:
         s = self.settings
         scan = None
         if self._items is None and s.manifest != "-":
-            batches = read_manifest_batches(s.manifest, s.task, s3_client=clients.s3_if_open)
+            batches = read_manifest_batches(
+                s.manifest, s.task, s3_client=clients.s3_if_open, max_lines=s.max_lines
+            )
             scan = await tally(job_planner(s, index, unique=False), batches, details=True)
             if scan.to_send == 0:
                 return None  # nothing left to send: nothing to check, and no call at all
@@ -295,9 +297,8 @@ class Job:
     def _source(self, clients: Clients) -> AsyncIterator[Item | Invalid]:
         if self._items is not None:
             return as_async(self._items)
-        return read_manifest(
-            self.settings.manifest, self.settings.task, s3_client=clients.s3_if_open
-        )
+        s = self.settings
+        return read_manifest(s.manifest, s.task, s3_client=clients.s3_if_open, max_lines=s.max_lines)
 
 
 async def submit(
@@ -342,4 +343,4 @@ async def stream(
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The caller sees the job's own error (JobAborted, LedgerError ...) or its own.
-        raise first_error(group) from None
+        raise_first(group)

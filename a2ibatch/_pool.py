@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from ._errors import first_error
+from ._errors import raise_first
 from ._meters import InFlightCap
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class WorkerPool(Generic[T]):
                     tasks.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The error that stopped the pool, as itself: ours first, else the first.
-            raise first_error(group) from None
+            raise_first(group)
         finally:
             self.cap.on_change = previous
 

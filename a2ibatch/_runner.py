@@ -82,6 +82,7 @@ class Runner:
         self._send = getattr(clients.by_service(adapter.service), adapter.method)
         self._a2i = clients.a2i
         self._entries: AsyncIterator[Item | Invalid] | None = None
+        self._source_error: SourceError | None = None
         self.pool: WorkerPool[tuple[Item, str, bool]] = WorkerPool(
             caller.meters.cap, self._take, self._process
         )
@@ -105,6 +106,8 @@ class Runner:
         """Process every entry of `source`, or until stopped or aborted."""
         self._entries = aiter(source)
         await self.pool.run(self.settings.grace_period)
+        if self._source_error is not None:
+            raise self._source_error
 
     # -- taking entries ----------------------------------------------------------------
 
@@ -124,11 +127,17 @@ class Runner:
             except A2IBatchError:
                 raise
             except Exception as exc:  # the caller's own source of items raised
-                raise SourceError(
+                # Stop as on a graceful stop: the calls in flight finish and are recorded,
+                # then the job ends with the caller's exception inside ours.
+                error = SourceError(
                     f"the source of items raised {type(exc).__name__}; the job stopped there "
                     "and every outcome decided so far is in the ledger",
                     code="SourceFailed",
-                ) from exc
+                )
+                error.__cause__ = exc
+                self._source_error = error
+                self.pool.stop()
+                return None
             decision = decide(entry)
             kind = type(decision)
             if kind is str:

@@ -82,6 +82,8 @@ class SubmitSettings:
     quota_wait_limit: float = 3600.0
     #: give up (exit 3) when the endpoint stays unreachable this long (calls wait meanwhile)
     outage_limit: float = 300.0
+    #: refuse a manifest of more lines than this (a guard against feeding the wrong file)
+    max_lines: int | None = None
     #: on a graceful stop, how long calls in flight may take to finish
     grace_period: float = 30.0
     #: checks before spending (flow definition, region, CORS, PII rule, cost)
@@ -129,6 +131,8 @@ class SubmitSettings:
                 f"{setting('max_failure_ratio')} must be a fraction between 0 and 1 "
                 "(a percentage between 0% and 100%)"
             )
+        if self.max_lines is not None and self.max_lines < 1:
+            raise ConfigError(f"{setting('max_lines')} must be at least 1")
         if self.max_failures is not None and self.max_failures < 1:
             raise ConfigError(f"{setting('max_failures')} must be at least 1")
 

@@ -29,12 +29,20 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def printable(text: object, *, newlines: bool = False) -> str:
+def _escape_json(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def printable(text: object, *, newlines: bool = False, json: bool = False) -> str:
     """`text` with control and reordering characters escaped (``\\x1b``, ``\\u202e``).
 
     Tabs and, with `newlines`, line breaks are kept; everything else unsafe is escaped.
+    With `json`, `text` is JSON already and they become JSON escapes (``\\u202e``), so the
+    JSON still means exactly what it meant, and shows nothing a terminal would act on.
     """
     value = str(text)
+    if json:
+        return _UNSAFE_WITH_NEWLINES.sub(_escape_json, value)
     pattern = _UNSAFE if newlines else _UNSAFE_WITH_NEWLINES
     if newlines:
         return pattern.sub(_escape, value)

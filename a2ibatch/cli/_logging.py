@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import structlog
 
-from .._log import event_fields
+from .. import printable
 
 QUIET_LOGGERS = (
     "botocore",
@@ -36,12 +36,20 @@ _HANDLER_NAME = "a2ibatch-cli"
 def _fields(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
     """An a2ibatch record's own fields in place of its rendered text."""
     record = event_dict.get("_record")
-    fields = event_fields(record) if isinstance(record, logging.LogRecord) else None
-    if fields is not None:
+    fields = getattr(record, "a2ibatch_event", None)  # a2ibatch's records carry their fields
+    if isinstance(fields, dict):
         keep = {k: v for k, v in event_dict.items() if k.startswith("_")}
         event_dict.clear()
         event_dict.update(fields)
         event_dict.update(keep)
+    return event_dict
+
+
+def _printable(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """Every text value escaped for a terminal (a path or an id may hold escape sequences)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and not key.startswith("_"):
+            event_dict[key] = printable(value)
     return event_dict
 
 
@@ -54,17 +62,19 @@ def configure(fmt: Literal["json", "console"] | None, level: str = "info") -> No
     """Route every stdlib record to stderr in the chosen (or detected) format."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     renderer: Any
+    chain: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if json_logs(fmt):
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer()  # json.dumps: ASCII, escaped
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        chain.append(_printable)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             _fields,
             structlog.stdlib.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
         ],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[*chain, renderer],
     )
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -26,7 +26,7 @@ from .._text import printable
 
 
 def _json(data: Any) -> str:
-    return orjson.dumps(data, default=str).decode()
+    return printable(orjson.dumps(data, default=str).decode(), json=True)
 
 
 class Output:

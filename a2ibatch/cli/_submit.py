@@ -78,6 +78,9 @@ def add_command(sub: Any) -> None:
     g.add_argument("--concurrency", type=int, help="calls in flight (default: rate x latency)")
     g.add_argument("--max-attempts", type=int, help="attempts per item (default 8)")
     g.add_argument("--max-failures", help="stop once N items failed, or N%% of them")
+    g.add_argument(
+        "--max-lines", type=int, help="refuse a manifest of more lines (a wrong file, say)"
+    )
     g = p.add_argument_group("checks")
     g.add_argument(
         "--dry-run", action="store_true", help="check everything, send nothing, write nothing"
@@ -118,6 +121,7 @@ def settings_from(args: argparse.Namespace) -> SubmitSettings:
         "max_cost": args.max_cost,
         "confirm_cost": args.confirm_cost,
         "max_failures": args.max_failures,
+        "max_lines": args.max_lines,
         **aws_flags(args),
     }
     return load_settings(flags, config_file=args.config)

@@ -170,6 +170,42 @@ class _FileReader:
             self._stream.close()
 
 
+class _PipeReader:
+    """Chunks of stdin when it is a pipe, a socket or a terminal, waited for on the event loop.
+
+    No thread holds a read that may block for ever, so Ctrl-C and SIGTERM stop the job at
+    once, and the process can exit (a thread stuck in ``read`` would keep it alive).  A
+    read follows readiness, so it returns what has arrived without blocking.
+    """
+
+    def __init__(self, fd: int, label: str) -> None:
+        self.size: int | None = None
+        self._fd = fd
+        self._label = label
+        self._decoder = Decoder(label, False)
+
+    @property
+    def used(self) -> int:
+        return self._decoder.used
+
+    async def read(self) -> bytes:
+        decoder = self._decoder
+        while (piece := decoder.take()) is None:
+            await anyio.wait_readable(self._fd)
+            try:
+                raw = os.read(self._fd, CHUNK_BYTES)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                cause = exc.strerror or type(exc).__name__
+                raise ManifestError(f"cannot read manifest {self._label}: {cause}") from None
+            decoder.give(raw)
+        return piece
+
+    async def aclose(self) -> None:
+        return None
+
+
 class _S3Reader:
     """Chunks of an S3 object's body as they arrive, decompressed on the fly."""
 
@@ -200,11 +236,16 @@ class _S3Reader:
 
 async def open_source(
     source: str, s3_client: Any | None, stdin: BinaryIO | None
-) -> _FileReader | _S3Reader:
+) -> _FileReader | _PipeReader | _S3Reader:
     """A reader of the manifest's bytes: ``await read()`` (b"" at the end), ``await aclose()``,
     and `size` and `used`, the raw bytes in all (None when unknown) and consumed so far."""
     gz_name = source.lower().endswith(".gz")
     if source == "-":
+        if stdin is None:
+            fd = sys.stdin.fileno()
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+                return _PipeReader(fd, "on stdin")
         stream = stdin if stdin is not None else sys.stdin.buffer
         return _FileReader(stream, "on stdin", False, owned=False, size=None)
     if source.startswith("s3://"):
