@@ -1,17 +1,16 @@
 """After submit, over HTTP: track, results, stop, delete and reconcile a real job's loops.
 
-Each test runs a real submit against the emulator first; its answers are "reviewed" by a
-fixture that writes each Completed loop's output.json into moto's S3 where A2I would.
+Each test runs a real submit against the emulator first; the emulated reviewers write each
+Completed loop's output.json into the emulator's S3 (moto's backend) where A2I would.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ def load_loops(path: Path) -> LedgerIndex:
 
 pytestmark = pytest.mark.anyio
 
-Reviewers = Callable[..., Awaitable[dict[str, dict[str, Any]]]]
 
 
 def aws(url: str) -> AwsSettings:
@@ -90,44 +88,41 @@ async def service_loops(url: str) -> dict[str, dict[str, Any]]:
     return {loop["name"]: loop for loop in await emulator_get(url, "/_emulator/loops")}
 
 
-@pytest.fixture
-async def reviewers(emulator: Any, moto_s3_url: str) -> Reviewers:
-    """Writes output.json, as A2I would, for the ledger's Completed loops (or `only` ids)."""
+async def outputs(url: str, ledger: Path) -> dict[str, dict[str, Any]]:
+    """The output.json the emulated reviewers wrote for the ledger's Completed loops, by id
+    (looked up here the slow way: a describe and a GetObject per loop)."""
+    found: dict[str, dict[str, Any]] = {}
+    session = aioboto3.Session()
+    async with session.client("sagemaker-a2i-runtime", endpoint_url=url) as a2i, session.client(
+        "s3", endpoint_url=url, region_name="us-east-1"
+    ) as s3:
+        for loop in load_loops(ledger).loops.values():
+            described = await a2i.describe_human_loop(HumanLoopName=loop.loop_name)
+            uri = described.get("HumanLoopOutput", {}).get("OutputS3Uri")
+            if uri is None:
+                continue
+            bucket, key = parse_s3_uri(uri)
+            answer = await s3.get_object(Bucket=bucket, Key=key)
+            found[loop.id] = {"uri": uri, **orjson.loads(await answer["Body"].read())}
+    return found
 
-    async def review(ledger: Path, *, only: set[str] | None = None) -> dict[str, dict[str, Any]]:
-        loops = await service_loops(emulator.url)
-        written: dict[str, dict[str, Any]] = {}
-        async with aioboto3.Session().client(
-            "s3", endpoint_url=moto_s3_url, region_name="us-east-1"
-        ) as s3:
-            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-                await s3.create_bucket(Bucket="a2i-output")
-            for record in records(ledger, "loop_status"):
-                if record["loop_status"] != "Completed":
-                    continue
-                if only is not None and record["id"] not in only:
-                    continue
-                name = record["loop_name"]
-                bucket, key = parse_s3_uri(record["output_s3_uri"])
-                output = {
-                    "flowDefinitionArn": FLOW,
-                    "humanAnswers": [
-                        {
-                            "answerContent": {"verdict": f"ok {record['id']}", "by": w},
-                            "submissionTime": f"2026-11-25T06:00:0{w}.000Z",
-                            "workerId": f"worker-{w}",
-                            "workerMetadata": {"identityData": {"sub": f"sub-{w}"}},
-                        }
-                        for w in range(2)
-                    ],
-                    "humanLoopName": name,
-                    "inputContent": orjson.loads(loops[name]["input_content"]),
-                }
+
+async def hide_outputs(url: str, found: dict[str, dict[str, Any]], ids: set[str]) -> Any:
+    """Remove the outputs of `ids` from S3; returns a coroutine function that puts them back."""
+    session = aioboto3.Session()
+    async with session.client("s3", endpoint_url=url, region_name="us-east-1") as s3:
+        for item_id in ids:
+            bucket, key = parse_s3_uri(found[item_id]["uri"])
+            await s3.delete_object(Bucket=bucket, Key=key)
+
+    async def restore() -> None:
+        async with session.client("s3", endpoint_url=url, region_name="us-east-1") as s3:
+            for item_id in ids:
+                output = {k: v for k, v in found[item_id].items() if k != "uri"}
+                bucket, key = parse_s3_uri(found[item_id]["uri"])
                 await s3.put_object(Bucket=bucket, Key=key, Body=orjson.dumps(output))
-                written[record["id"]] = output
-        return written
 
-    return review
+    return restore
 
 
 async def cli(*argv: str) -> int:
@@ -176,10 +171,11 @@ async def test_track_with_watch_follows_every_loop_to_completion(
         assert record["human_loop_arn"] == service[record["loop_name"]]["arn"]
     completed = [r for r in statuses if r["loop_status"] == "Completed"]
     assert len(completed) == 8  # one record per change, never repeated
-    for record in completed:
-        assert record["output_s3_uri"].startswith("s3://a2i-output/reviews/")
-        assert record["output_s3_uri"].endswith(f"/{record['loop_name']}/output.json")
-    # Everything is final now: another track describes nothing and records nothing.
+    for record in completed:  # what results needs to find the output: the creation time
+        created = datetime.fromisoformat(record["creation_time"].replace("Z", "+00:00"))
+        assert created.timestamp() == pytest.approx(service[record["loop_name"]]["created_at"])
+    assert report.described == 0 and report.pages <= report.rounds  # pages, not loops
+    # Everything is final now: another track lists nothing and records nothing.
     again = await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1)
     assert again.calls == 0 and again.changed == 0 and again.done
 
@@ -225,7 +221,7 @@ async def test_track_rides_out_throttling_and_server_errors(emulator: Any, tmp_p
     await emulator_post(emulator.url, "/_emulator/config", {"quota": 20, "fault_rate": 0.2})
     report = await track(s.ledger, aws=aws(emulator.url))
     assert report.errors == {} and report.counts == {"InProgress": 30}
-    assert report.calls > 30  # faults and throttles were retried under the policy
+    assert report.pages == 1 and report.described == 0  # 30 loops: one page
     assert len(records(s.ledger, "loop_status")) == 30
 
 
@@ -382,36 +378,37 @@ async def test_loops_deleted_with_the_delete_command_are_expected_gone(
 
 @pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
 async def test_results_writes_one_jsonl_row_per_completed_loop(
-    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
+    emulator: Any, tmp_path: Path
 ) -> None:
     s = await submitted(emulator.url, tmp_path)
     await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
-    outputs = await reviewers(s.ledger)
+    written = await outputs(emulator.url, s.ledger)
+    before = await emulator_get(emulator.url, "/_emulator/stats")
     out = tmp_path / "answers.jsonl"
-    report = await results(s.ledger, out, aws=aws(moto_s3_url))
+    report = await results(s.ledger, out, aws=aws(emulator.url))
     assert (report.written, report.completed, report.missing, report.errors) == (8, 8, 0, {})
+    # Found where A2I documents them: no describe per loop, one DescribeFlowDefinition.
+    after = await emulator_get(emulator.url, "/_emulator/stats")
+    assert after["calls"].get("DescribeHumanLoop") == before["calls"].get("DescribeHumanLoop")
+    assert report.lookups == 1
     rows = {r["id"]: r for r in map(orjson.loads, out.read_bytes().splitlines())}
     assert set(rows) == {f"a{i}" for i in range(8)}
     table = load_loops(s.ledger)
     by_id = {loop.id: loop for loop in table.loops.values()}
     for item_id, row in rows.items():
-        output = outputs[item_id]
+        output = written[item_id]
         assert row["loop_name"] == by_id[item_id].loop_name
         assert row["human_loop_arn"] == by_id[item_id].human_loop_arn
         assert row["answers"] == [a["answerContent"] for a in output["humanAnswers"]]
-        assert row["worker_ids"] == ["worker-0", "worker-1"]
-        assert row["submitted_at"] == "2026-11-25T06:00:01.000Z"
+        assert row["worker_ids"] == [a["workerId"] for a in output["humanAnswers"]]
+        assert row["submitted_at"] == max(a["submissionTime"] for a in output["humanAnswers"])
         assert row["input"] == {"x": int(item_id[1:])}
-        assert row["output_s3_uri"] == by_id[item_id].output_s3_uri
+        assert row["output_s3_uri"] == output["uri"]
 
 
 @pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
 async def test_results_as_csv_through_the_command(
-    emulator: Any,
-    tmp_path: Path,
-    moto_s3_url: str,
-    reviewers: Reviewers,
-    capsys: pytest.CaptureFixture[str],
+    emulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     s = await submitted(emulator.url, tmp_path, 4)
     code = await cli(
@@ -420,43 +417,46 @@ async def test_results_as_csv_through_the_command(
     )  # fmt: skip
     assert code == 0
     assert orjson.loads(capsys.readouterr().out)["loops"] == {"Completed": 4}
-    await reviewers(s.ledger)
+    written = await outputs(emulator.url, s.ledger)
     out = tmp_path / "answers.csv"
-    args = ["results", str(s.ledger), "--out", str(out), "--format", "csv"]
-    assert await cli(*args, "--endpoint-url", moto_s3_url) == 0
+    args = ["results", str(s.ledger), "--out", str(out)]  # CSV: from the name
+    assert await cli(*args, "--endpoint-url", emulator.url) == 0
     assert orjson.loads(capsys.readouterr().out)["written"] == 4
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert sorted(r["id"] for r in rows) == ["a0", "a1", "a2", "a3"]
     for row in rows:
-        answers = orjson.loads(row["answers"])
-        assert answers[0] == {"verdict": f"ok {row['id']}", "by": 0}
-        assert orjson.loads(row["worker_ids"]) == ["worker-0", "worker-1"]
+        output = written[row["id"]]
+        assert orjson.loads(row["answers"]) == [a["answerContent"] for a in output["humanAnswers"]]
+        workers = [a["workerId"] for a in output["humanAnswers"]]
+        assert orjson.loads(row["worker_ids"]) == workers
         assert orjson.loads(row["input"]) == {"x": int(row["id"][1:])}
     # Resumable: a second run finds every id in the file already.
-    assert await cli(*args, "--endpoint-url", moto_s3_url) == 0
+    assert await cli(*args, "--endpoint-url", emulator.url) == 0
     assert orjson.loads(capsys.readouterr().out)["written"] == 0
     assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 4
 
 
 @pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
 async def test_results_resume_after_missing_outputs_and_a_torn_row(
-    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers
+    emulator: Any, tmp_path: Path
 ) -> None:
     s = await submitted(emulator.url, tmp_path)
     await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
-    first_ids = {f"a{i}" for i in range(5)}
-    await reviewers(s.ledger, only=first_ids)
+    restore = await hide_outputs(
+        emulator.url, await outputs(emulator.url, s.ledger), {"a5", "a6", "a7"}
+    )
     out = tmp_path / "answers.jsonl"
-    partial = await results(s.ledger, out, aws=aws(moto_s3_url))
+    partial = await results(s.ledger, out, aws=aws(emulator.url))
     assert (partial.written, partial.missing, partial.exit_code) == (5, 3, 1)
+    assert partial.missing_codes == {"NoSuchKey": 3}
 
     # A crash mid-row leaves a torn last line: that row is redone, the rest is kept.
     data = out.read_bytes()
     torn_id = orjson.loads(data.splitlines()[-1])["id"]
     out.write_bytes(data[: data.rfind(b"\n", 0, len(data) - 1) + 1] + data.splitlines()[-1][:20])
-    await reviewers(s.ledger)
-    rest = await results(s.ledger, out, aws=aws(moto_s3_url))
+    await restore()
+    rest = await results(s.ledger, out, aws=aws(emulator.url))
     assert (rest.written, rest.already_present, rest.missing, rest.exit_code) == (4, 4, 0, 0)
     rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted(f"a{i}" for i in range(8))
@@ -465,14 +465,11 @@ async def test_results_resume_after_missing_outputs_and_a_torn_row(
 
 @pytest.mark.parametrize("emulator", [{"complete_after": 0.2}], indirect=True)
 @pytest.mark.parametrize("csv", [False, True], ids=["jsonl", "csv"])
-async def test_results_join_the_manifest(
-    emulator: Any, tmp_path: Path, moto_s3_url: str, reviewers: Reviewers, csv: bool
-) -> None:
+async def test_results_join_the_manifest(emulator: Any, tmp_path: Path, csv: bool) -> None:
     s = await submitted(emulator.url, tmp_path, 3, csv=csv)
     await track(s.ledger, aws=aws(emulator.url), watch=True, interval=0.1, timeout=10)
-    await reviewers(s.ledger)
     out = tmp_path / "answers.jsonl"
-    report = await results(s.ledger, out, aws=aws(moto_s3_url), manifest=s.manifest)
+    report = await results(s.ledger, out, aws=aws(emulator.url), manifest=s.manifest)
     assert report.written == 3
     first_line = 2 if csv else 1  # a CSV header is line 1
     for row in map(orjson.loads, out.read_bytes().splitlines()):

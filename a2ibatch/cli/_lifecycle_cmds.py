@@ -259,7 +259,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         out.record(report.to_dict())
         return report.exit_code
     out.line(
-        f"{report.service_loops} loop(s) listed for the flow definition since {report.since}; "
+        f"{report.service_loops} loop(s) listed for the flow definition from {report.since} "
+        f"to {report.until} ({len(report.windows)} window(s)); "
         f"{report.ledger_loops} in the ledger"
     )
     if report.ok:

@@ -1,7 +1,10 @@
 """`stop_loops` and `delete_loops`: stop the job's in-progress loops, delete its finished ones.
 
-Only the loops the ledger names are ever touched.  Each action is recorded in the ledger
-(a ``loop_action`` record with the service's answer).
+Only the loops the ledger names are ever touched.  What to act on comes from the statuses
+the ledger holds, brought up to date in ListHumanLoops pages for the loops not known to be
+final (`_listing.refresh`): no describe before each action.  The service's answer to the
+action is the truth and is recorded (a ``loop_action`` record): a loop it no longer has is
+recorded as Deleted; one in another state than the pages said keeps the error code.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from .._retry import RetryPolicy
 from .._settings import AwsSettings
 from ..ledger import LoopState, loop_action_record
 from ._common import Context, open_job
+from ._listing import refresh
 
 #: the only statuses A2I lets DeleteHumanLoop act on
 DELETABLE_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
@@ -113,30 +117,34 @@ async def _act(
         rate=rate,
         concurrency=concurrency,
         retry_policy=retry_policy,
-        primary=operation,
     ) as job:
         offered = candidates(job.index.loops, action)
-        acted = 0
+        refreshed = await refresh(job, [loop for loop in offered if not loop.final])
+        errors: dict[str, int] = dict(refreshed.errors)
         skipped: Counter[str] = Counter()
-        errors: dict[str, int] = {}
+        targets: list[LoopState] = []
+        for loop in offered:
+            status = loop.status or "Untracked"
+            if status in (("InProgress",) if action == "stop" else DELETABLE_STATUSES):
+                targets.append(loop)
+            else:
+                skipped[status] += 1
+        acted = 0
         a2i = job.clients.a2i
         method = a2i.stop_human_loop if action == "stop" else a2i.delete_human_loop
 
         async def one(loop: LoopState) -> None:
             nonlocal acted
-            found = await job.describe(loop, errors)
-            if found is None:
-                return
-            status = str(found.get("HumanLoopStatus"))
-            wanted = status == "InProgress" if action == "stop" else status in DELETABLE_STATUSES
-            if not wanted:
-                skipped[status] += 1
-                return
             try:
                 await job.caller.call(operation, method, HumanLoopName=loop.loop_name)
             except CallFailed as exc:
-                errors[exc.error.code] = errors.get(exc.error.code, 0) + 1
-                await _record(job, loop, action, exc.error.code)
+                code = exc.error.code
+                await _record(job, loop, action, code)
+                if exc.not_found:  # the service no longer has it: nothing left to do
+                    await job.observe(loop, "Deleted", None, "the service no longer has it")
+                    skipped["Deleted"] += 1
+                    return
+                errors[code] = errors.get(code, 0) + 1
                 return
             acted += 1
             await _record(job, loop, action, action_past(action))
@@ -144,7 +152,7 @@ async def _act(
                 loop.deleted_by_us = True
                 await job.observe(loop, "Deleted", None, None)
 
-        await fan_out(job.caller.meters.cap, offered, one)
+        await fan_out(job.caller.meters.cap, targets, one)
     return ActionReport(action, acted, dict(skipped), errors, len(offered))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from .._aws import A2I_SERVICE
@@ -18,10 +18,15 @@ from .._calls import CallFailed
 from .._errors import JobAborted, LedgerError
 from .._retry import RetryPolicy
 from .._settings import AwsSettings
+from ..ledger import iso_time
 from ._common import open_job
+from ._listing import parse_time
 
 #: ListHumanLoops may report a loop created a little before the ledger's clock said
 RECONCILE_SLACK = timedelta(minutes=1)
+#: a run killed with calls in flight: their loops may be created up to a read timeout after
+#: its last record (the next run records them)
+AFTER_RUN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,10 @@ class ReconcileReport:
     ledger: str
     flow_definition_arn: str
     name_prefix: str
-    since: str  # CreationTimeAfter used for the listing
-    service_loops: int  # loops listed under the flow definition since then
+    since: str  # the first window's CreationTimeAfter
+    until: str  # the last window's CreationTimeBefore
+    windows: list[tuple[str, str]]  # every window listed (runs far apart are listed apart)
+    service_loops: int  # loops listed under the flow definition in those windows
     ledger_loops: int  # loops the ledger started
     missing_from_ledger: list[ServiceLoop]
     unknown_to_service: list[LedgerLoop]
@@ -73,6 +80,8 @@ class ReconcileReport:
             "flow_definition_arn": self.flow_definition_arn,
             "name_prefix": self.name_prefix,
             "since": self.since,
+            "until": self.until,
+            "windows": [list(w) for w in self.windows],
             "service_loops": self.service_loops,
             "ledger_loops": self.ledger_loops,
             "missing_from_ledger": [vars(x) for x in self.missing_from_ledger],
@@ -88,7 +97,8 @@ async def reconcile(
     aws: AwsSettings | None = None,
     retry_policy: RetryPolicy | None = None,
 ) -> ReconcileReport:
-    """List the flow definition's loops since the job began and compare with the ledger."""
+    """List the flow definition's loops created during the job's runs (both bounds of each
+    run's span, with a slack) and compare them with the ledger's."""
     async with open_job(
         ledger,
         aws=aws,
@@ -100,48 +110,51 @@ async def reconcile(
     ) as job:
         index = job.index
         assert index.header is not None
-        since = _parse_time(index.started_at) - RECONCILE_SLACK
+        windows = run_windows(index.run_spans)
+        if not windows:
+            raise LedgerError("the ledger's job records have unreadable times (field 'at')")
         prefix = index.header.name_prefix + "-"
         seen: set[str] = set()
         missing: list[ServiceLoop] = []
         listed = 0
         a2i = job.clients.a2i
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "FlowDefinitionArn": index.header.flow_definition_arn,
-                "CreationTimeAfter": since,
-                "MaxResults": 100,
-            }
-            if token:
-                kwargs["NextToken"] = token
-            try:
-                page = await job.caller.call("ListHumanLoops", a2i.list_human_loops, **kwargs)
-            except CallFailed as exc:
-                raise JobAborted(
-                    f"cannot list the flow definition's human loops: {exc.error.code}",
-                    code=exc.error.code,
-                ) from None
-            for summary in page.get("HumanLoopSummaries", []):
-                listed += 1
-                name = str(summary.get("HumanLoopName"))
-                seen.add(name)
-                if name in index.loops or not name.startswith(prefix):
-                    continue
-                created = summary.get("CreationTime")
-                missing.append(
-                    ServiceLoop(
-                        loop_name=name,
-                        status=str(summary.get("HumanLoopStatus")),
-                        creation_time=(
-                            created.isoformat() if isinstance(created, datetime) else str(created)
-                        ),
-                        pending_intent=name in index.intents,
+        for start, end in windows:
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "FlowDefinitionArn": index.header.flow_definition_arn,
+                    "CreationTimeAfter": start,
+                    "CreationTimeBefore": end,
+                    "MaxResults": 100,
+                }
+                if token:
+                    kwargs["NextToken"] = token
+                try:
+                    page = await job.caller.call(
+                        "ListHumanLoops", a2i.list_human_loops, **kwargs
                     )
-                )
-            token = page.get("NextToken")
-            if not token:
-                break
+                except CallFailed as exc:
+                    raise JobAborted(
+                        f"cannot list the flow definition's human loops: {exc.error.code}",
+                        code=exc.error.code,
+                    ) from None
+                for summary in page.get("HumanLoopSummaries", []):
+                    listed += 1
+                    name = str(summary.get("HumanLoopName"))
+                    seen.add(name)
+                    if name in index.loops or not name.startswith(prefix):
+                        continue
+                    missing.append(
+                        ServiceLoop(
+                            loop_name=name,
+                            status=str(summary.get("HumanLoopStatus")),
+                            creation_time=iso_time(summary.get("CreationTime")) or "",
+                            pending_intent=name in index.intents,
+                        )
+                    )
+                token = page.get("NextToken")
+                if not token:
+                    break
     unknown = [
         LedgerLoop(loop.id, loop.loop_name, loop.human_loop_arn, loop.status)
         for loop in index.loops.values()
@@ -151,7 +164,9 @@ async def reconcile(
         ledger=index.path,
         flow_definition_arn=index.header.flow_definition_arn,
         name_prefix=index.header.name_prefix,
-        since=since.isoformat().replace("+00:00", "Z"),
+        since=_iso(windows[0][0]),
+        until=_iso(windows[-1][1]),
+        windows=[(_iso(a), _iso(b)) for a, b in windows],
         service_loops=listed,
         ledger_loops=len(index.loops),
         missing_from_ledger=missing,
@@ -159,9 +174,23 @@ async def reconcile(
     )
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise LedgerError("the ledger's job record has an unreadable time (field 'at')") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+def run_windows(spans: list[tuple[str, str]]) -> list[tuple[datetime, datetime]]:
+    """The spans of the job's runs, widened by the slacks and merged where they overlap."""
+    widened: list[tuple[datetime, datetime]] = []
+    for first, last in spans:
+        start, end = parse_time(first), parse_time(last)
+        if start is None or end is None:
+            continue
+        widened.append((start - RECONCILE_SLACK, end + AFTER_RUN))
+    widened.sort()
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in widened:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")

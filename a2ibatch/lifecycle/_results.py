@@ -1,17 +1,24 @@
 """`results`: the reviewers' answers of a job's completed loops, in one file.
 
-Each Completed loop's ``output.json`` (A2I writes it to the flow definition's S3 output
-path) becomes one row, joined to the item's id and, with a manifest, to its original line.
-Rows are appended as outputs arrive, so only the outputs being fetched are in memory; ids
-already in the file are skipped, so a rerun carries on where a previous one stopped.
+Each Completed loop's ``output.json`` becomes one row, joined to the item's id and, with a
+manifest, to its original line.  A2I writes it at a documented place, so no call per loop
+is needed to find it: ``<S3OutputPath>/<flow definition name>/YYYY/MM/DD/hh/mm/ss/<loop
+name>/output.json``, the time being the loop's creation time (UTC), which `track` recorded.
+The output path comes from one DescribeFlowDefinition; then one GetObject per loop, many
+at once.  An object not at its place (a loop created on a second's edge, say) is looked
+for in a listing of that minute's prefix.  Rows are appended as outputs arrive, so only the
+outputs being fetched are in memory; ids already in the file are skipped, so a rerun
+carries on where a previous one stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -20,6 +27,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from .._aws import A2I_SERVICE
 from .._calls import CallFailed
 from .._errors import ConfigError, setting
 from .._log import get_logger
@@ -31,6 +39,7 @@ from .._settings import AwsSettings
 from ..ledger import LoopState
 from ..manifest import read_manifest
 from ._common import Context, open_job
+from ._listing import parse_time
 from ._results_file import ResultsFile, ResultsFormat, format_for
 
 log = get_logger()
@@ -51,6 +60,8 @@ class ResultsReport:
     completed: int  # Completed loops in the ledger
     missing: int  # Completed loops whose output.json is not (yet) readable
     errors: dict[str, int]
+    #: calls besides the GetObjects: DescribeFlowDefinition, listings of a prefix, describes
+    lookups: int = 0
     #: S3 error code -> loops, for the outputs not found (what to check)
     missing_codes: dict[str, int] | None = None
     format: str = "jsonl"
@@ -69,6 +80,7 @@ class ResultsReport:
             "missing": self.missing,
             "missing_codes": dict(self.missing_codes or {}),
             "errors": self.errors,
+            "lookups": self.lookups,
         }
 
 
@@ -134,19 +146,95 @@ async def results(
         ledger,
         aws=aws,
         session=session,
-        services={"s3": max(concurrency, 10)},
+        services={"s3": max(concurrency, 10), "sagemaker": 2, A2I_SERVICE: 8},
         retry_policy=retry_policy,
         append=False,
     ) as job:
         await anyio.to_thread.run_sync(target.open)
         try:
-            return await _write(job, target, manifest, concurrency, fmt)
+            places = await OutputPlaces.of(job)
+            report = await _write(job, target, manifest, concurrency, fmt, places)
+            report.lookups = places.lookups
+            return report
         finally:
             target.close()
 
 
+class OutputPlaces:
+    """Where each loop's output.json is: computed from the flow's S3OutputPath and the
+    loop's creation time; looked for in a listing when it is not there."""
+
+    def __init__(self, job: Context, output_path: str | None, flow_name: str) -> None:
+        self.job = job
+        self.output_path = output_path
+        self.flow_name = flow_name
+        self.lookups = 1  # the DescribeFlowDefinition
+
+    @classmethod
+    async def of(cls, job: Context) -> OutputPlaces:
+        header = job.index.header
+        assert header is not None
+        name = header.flow_definition_arn.rsplit("/", 1)[-1]
+        sagemaker = job.clients.sagemaker
+        try:
+            found = await job.caller.call(
+                "DescribeFlowDefinition",
+                sagemaker.describe_flow_definition,
+                FlowDefinitionName=name,
+            )
+        except CallFailed as exc:
+            log.warning("flow_definition_unreadable", code=exc.error.code)
+            return cls(job, None, name)
+        return cls(job, found.get("OutputConfig", {}).get("S3OutputPath"), name)
+
+    def place(self, loop: LoopState) -> tuple[str, str] | None:
+        """(bucket, key) of `loop`'s output.json, when it can be computed."""
+        if loop.output_s3_uri:
+            with contextlib.suppress(ValueError):
+                return parse_s3_uri(loop.output_s3_uri)
+        created = parse_time(loop.creation_time)
+        if self.output_path is None or created is None:
+            return None
+        bucket, _, prefix = self.output_path.removeprefix("s3://").partition("/")
+        stamp = created.astimezone(UTC).strftime("%Y/%m/%d/%H/%M/%S")
+        parts = [p for p in (prefix.strip("/"), self.flow_name, stamp, loop.loop_name) if p]
+        return bucket, "/".join(parts) + "/output.json"
+
+    async def search(self, loop: LoopState, near: tuple[str, str]) -> tuple[str, str] | None:
+        """Look for `loop`'s output.json in the listing of its minute's prefix."""
+        bucket, key = near
+        minute = key.rsplit("/", 4)[0] + "/"  # .../hh/mm/
+        suffix = f"/{loop.loop_name}/output.json"
+        s3 = self.job.clients.s3
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": minute}
+            if token:
+                kwargs["ContinuationToken"] = token
+            self.lookups += 1
+            page = await self.job.caller.call("ListObjectsV2", s3.list_objects_v2, **kwargs)
+            for entry in page.get("Contents", []):
+                if str(entry.get("Key", "")).endswith(suffix):
+                    return bucket, str(entry["Key"])
+            token = page.get("NextContinuationToken")
+            if not token:
+                return None
+
+    async def describe(self, loop: LoopState) -> tuple[str, str] | None:
+        """Ask the service where the output is (a loop tracked without a creation time)."""
+        self.lookups += 1
+        errors: dict[str, int] = {}
+        await self.job.describe(loop, errors)
+        return self.place(loop)
+
+
 async def _write(
-    job: Context, target: ResultsFile, manifest: str | None, concurrency: int, fmt: str
+    job: Context,
+    target: ResultsFile,
+    manifest: str | None,
+    concurrency: int,
+    fmt: str,
+    places: OutputPlaces,
 ) -> ResultsReport:
     s3 = job.clients.s3
     cap = InFlightCap(concurrency)
@@ -157,25 +245,20 @@ async def _write(
     async def fetch(entry: tuple[LoopState, Mapping[str, Any] | None]) -> None:
         nonlocal written
         loop, extra = entry
-        uri = loop.output_s3_uri
-        try:
-            if uri is None:
-                raise ValueError("no output URI was recorded")
-            bucket, key = parse_s3_uri(uri)
-        except ValueError:
-            errors["NoOutputUri"] += 1
+        where = places.place(loop) or await places.describe(loop)
+        if where is None:
+            errors["NoOutputPlace"] += 1
             return
-        try:
-            response = await job.caller.call("GetObject", s3.get_object, Bucket=bucket, Key=key)
-            async with response["Body"] as body:
-                data = await body.read()
-        except CallFailed as exc:
-            if exc.error.code in _MISSING:
-                missing[exc.error.code] += 1
-            else:
-                errors[exc.error.code] += 1
-            log.debug("output_unreadable", loop=loop.loop_name, code=exc.error.code)
+        data = await _get(job, s3, where)
+        if isinstance(data, str) and data in _MISSING:
+            found = await places.search(loop, where)
+            data = await _get(job, s3, found) if found is not None else data
+            where = found or where
+        if isinstance(data, str):
+            (missing if data in _MISSING else errors)[data] += 1
+            log.debug("output_unreadable", loop=loop.loop_name, code=data)
             return
+        uri = f"s3://{where[0]}/{where[1]}"
         try:
             output = orjson.loads(data)
             if not isinstance(output, dict):
@@ -212,15 +295,27 @@ async def _write(
             await drain()
     await drain()
     return ResultsReport(
-        str(target.path),
-        written,
-        already,
-        completed,
-        sum(missing.values()),
-        dict(errors),
-        dict(missing),
-        fmt,
+        out=str(target.path),
+        written=written,
+        already_present=already,
+        completed=completed,
+        missing=sum(missing.values()),
+        errors=dict(errors),
+        missing_codes=dict(missing),
+        format=fmt,
     )
+
+
+async def _get(job: Context, s3: Any, where: tuple[str, str]) -> bytes | str:
+    """The object's bytes, or the S3 error code that says why not."""
+    bucket, key = where
+    try:
+        response = await job.caller.call("GetObject", s3.get_object, Bucket=bucket, Key=key)
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+    except CallFailed as exc:
+        return exc.error.code
+    return data
 
 
 async def _join_manifest(

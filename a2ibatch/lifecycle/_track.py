@@ -1,9 +1,11 @@
 """`track`: follow the job's human loops to a final status, recording each change.
 
 Every loop the ledger names (its items' ``started`` outcomes) that is not yet known to be
-final is asked about, and a ``loop_status`` record is appended whenever a loop's status
-changed.  With `watch`, rounds repeat until every loop is final; each round reads the ledger
-again, so loops that a submit still running starts meanwhile are tracked too.
+final is looked up, in ListHumanLoops pages over the job's creation windows where that is
+cheaper than a describe per loop (`_listing`), and a ``loop_status`` record (status and
+creation time) is appended whenever something changed.  With `watch`, rounds repeat until
+every loop is final; each round reads the ledger again, so loops that a submit still running
+starts meanwhile are tracked too, and lists only the windows of the loops still open.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ import anyio
 
 from .._aws import A2I_SERVICE
 from .._errors import ConfigError, setting
-from .._pool import fan_out
 from .._retry import RetryPolicy
 from .._settings import AwsSettings
-from ..ledger import LoopState
 from ._common import DEFAULT_INTERVAL, Context, open_job, read_job
+from ._listing import refresh
 
 
 @dataclass
@@ -40,6 +41,8 @@ class TrackReport:
     elapsed: float
     calls: int = 0
     throttled: int = 0
+    pages: int = 0  # ListHumanLoops pages
+    described: int = 0  # DescribeHumanLoop calls (loops no page showed)
 
     @property
     def done(self) -> bool:
@@ -62,6 +65,8 @@ class TrackReport:
             "elapsed_s": round(self.elapsed, 3),
             "calls": self.calls,
             "throttled": self.throttled,
+            "pages": self.pages,
+            "described": self.described,
         }
 
 
@@ -97,11 +102,12 @@ async def track(
         rate=rate,
         concurrency=concurrency,
         retry_policy=retry_policy,
-        primary="DescribeHumanLoop",
+        primary="ListHumanLoops",
     ) as job:
         rounds = 0
         timed_out = False
         errors: dict[str, int] = {}
+        pages = described = 0
         while True:
             if rounds:
                 # Loops a submit still running has started since, and records of other
@@ -112,10 +118,13 @@ async def track(
             errors = {}
             if pending:
                 rounds += 1
-                await _round(job, pending, errors)
+                result = await refresh(job, pending)
+                errors, pages, described = result.errors, pages + result.pages, (
+                    described + result.described
+                )
                 if job.writer is not None:
                     await job.writer.checkpoint()
-            report = _report(job, rounds, errors, False, began)
+            report = _report(job, rounds, errors, False, began, pages, described)
             if on_round is not None:
                 await on_round(report)
             if not watch or report.done:
@@ -125,18 +134,17 @@ async def track(
                 timed_out = True
                 break
             await anyio.sleep(min(interval, deadline - now))
-        return _report(job, rounds, errors, timed_out, began)
-
-
-async def _round(job: Context, pending: list[LoopState], errors: dict[str, int]) -> None:
-    async def refresh(loop: LoopState) -> None:
-        await job.describe(loop, errors)
-
-    await fan_out(job.caller.meters.cap, pending, refresh)
+        return _report(job, rounds, errors, timed_out, began, pages, described)
 
 
 def _report(
-    job: Context, rounds: int, errors: dict[str, int], timed_out: bool, began: float
+    job: Context,
+    rounds: int,
+    errors: dict[str, int],
+    timed_out: bool,
+    began: float,
+    pages: int,
+    described: int,
 ) -> TrackReport:
     loops = job.index.loops
     return TrackReport(
@@ -150,4 +158,6 @@ def _report(
         elapsed=time.monotonic() - began,
         calls=job.counters.calls,
         throttled=job.counters.throttled,
+        pages=pages,
+        described=described,
     )

@@ -1,0 +1,185 @@
+"""The job's loops' statuses in pages: ListHumanLoops over the job's creation windows.
+
+DescribeHumanLoop costs a call per loop; ListHumanLoops returns 100 loops a call with their
+name, status, creation time and failure reason.  A pass over a million loops is ten thousand
+calls in pages instead of a million describes.
+
+Which loops to list: the flow definition's loops created while the job's loops were created.
+Each open loop (not yet known to be final) has a time: its creation time once the service
+told it, else the time its ``started`` outcome was recorded (just after its creation).  The
+times are cut into *windows* wherever a gap of more than `GAP` separates them (the runs of a
+job, days apart, are listed apart), and each window is widened by a slack for the clocks
+and for calls still in flight when a run was killed.
+
+Other jobs' loops on the same flow definition inside a window cost pages too, so each page
+is weighed (a cost model): once the pages the rest of the window will take (from the loops
+per second of window seen so far) outnumber the job's open loops still to find in it, the
+window is left and those loops are described one by one instead.  A window whose loops are
+all found is left at once.  Loops no window showed (created outside every window, or gone)
+are described at the end: ResourceNotFound means the service no longer has them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .._calls import CallFailed
+from .._errors import JobAborted
+from .._pool import fan_out
+from ..ledger import LoopState, iso_time
+from ._common import Context
+
+#: open loops further apart than this are listed in separate windows
+GAP = timedelta(minutes=10)
+#: a loop may have been created this long before its time says (clocks; a run killed with
+#: calls in flight records their loops later, when it resumes)
+SLACK_BEFORE = timedelta(minutes=5)
+#: ... and this long after (clocks)
+SLACK_AFTER = timedelta(minutes=1)
+PAGE = 100
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO-8601 time of the ledger or the service (None when unreadable)."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def loop_time(loop: LoopState) -> datetime | None:
+    """When `loop` was created: the service's creation time, else its outcome's time."""
+    return parse_time(loop.creation_time) or parse_time(loop.started_at)
+
+
+@dataclass
+class Window:
+    """A span of creation times to list, and the open loops expected in it."""
+
+    start: datetime
+    end: datetime
+    loops: list[LoopState] = field(default_factory=list)
+
+
+def windows_for(loops: Iterable[LoopState]) -> tuple[list[Window], list[LoopState]]:
+    """The windows that cover `loops`, and the loops without any time (to describe)."""
+    timed: list[tuple[datetime, LoopState]] = []
+    untimed: list[LoopState] = []
+    for loop in loops:
+        when = loop_time(loop)
+        if when is None:
+            untimed.append(loop)
+        else:
+            timed.append((when, loop))
+    timed.sort(key=lambda pair: pair[0])
+    windows: list[Window] = []
+    last: datetime | None = None
+    for when, loop in timed:
+        if last is None or when - last > GAP:
+            windows.append(Window(when - SLACK_BEFORE, when + SLACK_AFTER))
+        window = windows[-1]
+        window.end = when + SLACK_AFTER
+        window.loops.append(loop)
+        last = when
+    return windows, untimed
+
+
+@dataclass
+class Pass:
+    """What one pass learnt and cost."""
+
+    pages: int = 0
+    described: int = 0
+    seen: set[str] = field(default_factory=set)  # loop names the listing returned
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def refresh(job: Context, loops: list[LoopState]) -> Pass:
+    """Learn the current status of `loops` (the job's open ones), in pages where that is
+    cheaper, and record every change."""
+    result = Pass()
+    windows, untimed = windows_for(loops)
+    leftover = list(untimed)
+    for window in windows:
+        leftover.extend(await _list_window(job, window, result))
+    leftover = [loop for loop in leftover if loop.loop_name not in result.seen]
+
+    async def describe(loop: LoopState) -> None:
+        result.described += 1
+        await job.describe(loop, result.errors)
+
+    await fan_out(job.caller.meters.cap, leftover, describe)
+    return result
+
+
+async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopState]:
+    """List one window's pages while they are worth it; the open loops it did not find."""
+    header = job.index.header
+    assert header is not None
+    a2i = job.clients.a2i
+    wanted = {loop.loop_name: loop for loop in window.loops}
+    missing = len(wanted)
+    token: str | None = None
+    listed = 0
+    while missing:
+        kwargs: dict[str, Any] = {
+            "FlowDefinitionArn": header.flow_definition_arn,
+            "CreationTimeAfter": window.start,
+            "CreationTimeBefore": window.end,
+            "SortOrder": "Ascending",
+            "MaxResults": PAGE,
+        }
+        if token:
+            kwargs["NextToken"] = token
+        try:
+            page = await job.caller.call("ListHumanLoops", a2i.list_human_loops, **kwargs)
+        except CallFailed as exc:
+            raise JobAborted(
+                f"cannot list the flow definition's human loops: {exc.error.code}",
+                code=exc.error.code,
+            ) from None
+        result.pages += 1
+        position: datetime | None = None
+        for summary in page.get("HumanLoopSummaries", []):
+            listed += 1
+            name = summary.get("HumanLoopName")
+            created = summary.get("CreationTime")
+            position = created if isinstance(created, datetime) else position
+            loop = wanted.pop(str(name), None)
+            if loop is None:
+                continue  # another job's loop, or one of ours already final
+            missing -= 1
+            result.seen.add(loop.loop_name)
+            await job.observe(
+                loop,
+                str(summary.get("HumanLoopStatus")),
+                None,
+                summary.get("FailureReason"),
+                iso_time(created),
+            )
+        token = page.get("NextToken")
+        if not token:
+            break
+        if position is not None and _not_worth_it(window, position, listed, wanted):
+            break
+    return list(wanted.values())
+
+
+def _not_worth_it(
+    window: Window, position: datetime, listed: int, wanted: dict[str, LoopState]
+) -> bool:
+    """Whether the rest of the window costs more pages than describing what is left (one
+    call each), judged by the loops per second of window listed so far."""
+    done = (position - window.start).total_seconds()
+    left = (window.end - position).total_seconds()
+    if done <= 0 or left <= 0:
+        return False
+    pages_left = math.ceil(listed / done * left / PAGE)
+    return pages_left > len(wanted)
