@@ -176,7 +176,7 @@ async def test_ctrl_c_finishes_calls_in_flight_then_exits_130(
     command = [sys.executable, "-m", "a2ibatch", *submit_args(emulator.url, manifest, ledger)]
     async with await anyio.open_process(command, env=ENV) as process:
         with anyio.fail_after(30):
-            while not ledger.exists() or b'"outcome"' not in ledger.read_bytes():  # noqa: ASYNC110
+            while not ledger.exists() or b'"outcome"' not in ledger.read_bytes():
                 await anyio.sleep(0.1)
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(30):
