@@ -298,7 +298,9 @@ class Job:
         if self._items is not None:
             return as_async(self._items)
         s = self.settings
-        return read_manifest(s.manifest, s.task, s3_client=clients.s3_if_open, max_lines=s.max_lines)
+        return read_manifest(
+            s.manifest, s.task, s3_client=clients.s3_if_open, max_lines=s.max_lines
+        )
 
 
 async def submit(

@@ -103,67 +103,58 @@ async def handle(
     state: State, operation: Operation, params: dict[str, Any], caller: Caller
 ) -> Reply:
     """Run one call through the whole path; raises ServiceError for error answers."""
-    state.stats.count_call(operation.name)
+    stats = state.stats
+    stats.count_call(operation.name)
     config = state.config
     # Drawn on arrival, before any other draw of this call, so that a seeded run draws in
     # the same order as it did when all of the time was spent before admission.
     work = config.processing_ms
     if config.processing_jitter_ms:
         work += state.rng.uniform(-config.processing_jitter_ms, config.processing_jitter_ms)
-    if config.network_ms or config.network_jitter_ms:
+    network = bool(config.network_ms or config.network_jitter_ms)
+    if network:
         await asyncio.sleep(_one_way(state, config))
-    try:
-        reply = await _admit_and_run(state, operation, params, caller, work)
-    except ServiceError:
-        await _answer_leaves(state)
-        raise
-    if not reply.drop:
-        await _answer_leaves(state)
-    return reply
-
-
-async def _answer_leaves(state: State) -> None:
-    config = state.config
-    if config.network_ms or config.network_jitter_ms:
-        await asyncio.sleep(_one_way(state, config))
-
-
-async def _admit_and_run(
-    state: State, operation: Operation, params: dict[str, Any], caller: Caller, work: float
-) -> Reply:
-    stats, config, dialect = state.stats, state.config, operation.dialect
-    key = caller.access_key
-    if key == DENIED_KEY:
-        raise dialect.access_denied()
-    if key == UNKNOWN_KEY:
-        raise dialect.unrecognized_client()
-    # Milliseconds, as AWS keeps them: a CreationTime a client sends back as a filter
-    # (CreationTimeAfter) then means exactly the loop it came from.
-    now = round(time.time(), 3)
-    if (config.quota is not None or config.quotas) and not state.quotas.allow(
-        caller.region, operation.name, time.monotonic()
-    ):
-        stats.throttled += 1
-        if operation.starts_loops:
-            stats.count_start(now, accepted=False)
-        raise dialect.throttled(operation.throttle_code(config.throttle_code))
-    if operation.starts_loops:
-        stats.count_start(now, accepted=True)
-    if config.fault_rate and state.chance(config.fault_rate):
-        stats.faults += 1
-        raise dialect.server_fault()
-    if work > 0:
-        await asyncio.sleep(work / 1000.0)
         config = state.config  # it may have changed meanwhile
+    dialect = operation.dialect
+    try:
+        key = caller.access_key
+        if key == DENIED_KEY:
+            raise dialect.access_denied()
+        if key == UNKNOWN_KEY:
+            raise dialect.unrecognized_client()
+        # Milliseconds, as AWS keeps them: a CreationTime a client sends back as a filter
+        # (CreationTimeAfter) then means exactly the loop it came from.
         now = round(time.time(), 3)
-    state.loops.tick(now)
-    body = operation.handler(state, Call(params, caller, now))
-    if operation.starts_loops and (config.lost_response_rate or config.slow_rate):
-        draw = state.rng.random()
-        if draw < config.lost_response_rate:
-            stats.lost_responses += 1
-            return Reply(body, drop=True)
-        if draw < config.lost_response_rate + config.slow_rate:
-            stats.slow_responses += 1
-            await asyncio.sleep(config.slow_ms / 1000.0)
+        if (config.quota is not None or config.quotas) and not state.quotas.allow(
+            caller.region, operation.name, time.monotonic()
+        ):
+            stats.throttled += 1
+            if operation.starts_loops:
+                stats.count_start(now, accepted=False)
+            raise dialect.throttled(operation.throttle_code(config.throttle_code))
+        if operation.starts_loops:
+            stats.count_start(now, accepted=True)
+        if config.fault_rate and state.chance(config.fault_rate):
+            stats.faults += 1
+            raise dialect.server_fault()
+        if work > 0:
+            await asyncio.sleep(work / 1000.0)
+            config = state.config
+            now = round(time.time(), 3)
+        state.loops.tick(now)
+        body = operation.handler(state, Call(params, caller, now))
+        if operation.starts_loops and (config.lost_response_rate or config.slow_rate):
+            draw = state.rng.random()
+            if draw < config.lost_response_rate:
+                stats.lost_responses += 1
+                return Reply(body, drop=True)  # no answer leaves: no network delay either
+            if draw < config.lost_response_rate + config.slow_rate:
+                stats.slow_responses += 1
+                await asyncio.sleep(config.slow_ms / 1000.0)
+    except ServiceError:
+        if network:
+            await asyncio.sleep(_one_way(state, state.config))
+        raise
+    if network:
+        await asyncio.sleep(_one_way(state, state.config))
     return Reply(body)

@@ -96,14 +96,28 @@ def _builtin_parts(name: str) -> tuple[str, str]:
     return "", ""
 
 
+#: flow definitions already looked up (they never change); cleared when it grows large
+_KNOWN: dict[str, FlowDefinition | None] = {}
+_KNOWN_MAX: Final = 4096
+
+
 def lookup(arn: str, name: str) -> FlowDefinition | None:
     """The flow definition a valid ARN names, or None when it "does not exist"."""
-    if name.startswith(MISSING_PREFIX):
-        return None
-    parts = arn.split(":", 5)
-    region, account = parts[3], parts[4]
-    status = "Failed" if name.startswith(FAILED_PREFIX) else "Active"
-    return FlowDefinition(arn, name, region, account, status, name.startswith(PUBLIC_PREFIX))
+    try:
+        return _KNOWN[arn]
+    except KeyError:
+        pass
+    flow = None
+    if not name.startswith(MISSING_PREFIX):
+        parts = arn.split(":", 5)
+        region, account = parts[3], parts[4]
+        status = "Failed" if name.startswith(FAILED_PREFIX) else "Active"
+        public = name.startswith(PUBLIC_PREFIX)
+        flow = FlowDefinition(arn, name, region, account, status, public)
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN[arn] = flow
+    return flow
 
 
 def usable(dialect: Dialect, arn: str, name: str) -> FlowDefinition:

@@ -167,7 +167,8 @@ class LoopStore:
 
     def get(self, region: str, name: str, now: float) -> Loop | None:
         """A loop that can be described (not deleted), its status brought up to date."""
-        loop = self.holder(region, name)
+        names = self._by_name.get(region)
+        loop = None if names is None else names.get(name)
         if loop is None or loop.deleted:
             return None
         loop.refresh(now)
@@ -184,7 +185,8 @@ class LoopStore:
         self._by_flow.setdefault(loop.flow_arn, []).append(loop)
         self._all.append(loop)
         self.in_progress += 1
-        self._count_in_progress(loop.region, 1)
+        by_region = self._in_progress_by_region
+        by_region[loop.region] = by_region.get(loop.region, 0) + 1
         if complete_after is not None:
             heapq.heappush(self._deadlines, (loop.created_at + complete_after, loop.seq, loop))
         key = loop.input_key

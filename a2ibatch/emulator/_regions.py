@@ -11,14 +11,27 @@ region is refused the way those services refuse an object they cannot read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from ._errors import Dialect
+
+#: regions of the ARNs seen (a few flow definitions, looked up on every start)
+_REGIONS: dict[str, str] = {}
+_REGIONS_MAX: Final = 4096
 
 
 def of_arn(arn: str) -> str:
     """The region field of an ARN (``arn:partition:service:REGION:account:resource``)."""
+    try:
+        return _REGIONS[arn]
+    except KeyError:
+        pass
     parts = arn.split(":", 4)
-    return parts[3] if len(parts) > 4 else ""
+    region = parts[3] if len(parts) > 4 else ""
+    if len(_REGIONS) >= _REGIONS_MAX:
+        _REGIONS.clear()
+    _REGIONS[arn] = region
+    return region
 
 
 def mismatch(arn: str, region: str) -> str | None:
@@ -34,9 +47,8 @@ def mismatch(arn: str, region: str) -> str | None:
 
 def check_flow(dialect: Dialect, arn: str, region: str) -> None:
     """Refuse a flow definition of another region than the call's."""
-    problem = mismatch(arn, region)
-    if problem is not None:
-        raise dialect.invalid(problem)
+    if of_arn(arn) != region:
+        raise dialect.invalid(mismatch(arn, region) or "")
 
 
 def check_bucket(
