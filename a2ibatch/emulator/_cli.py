@@ -86,7 +86,7 @@ _VALUED: tuple[tuple[str, Any, str], ...] = (
     ("stopping_seconds", _SECONDS, "how long a stopped loop shows Stopping"),
     ("max_in_progress", _number(int, 0), "cap on InProgress loops (default: none)"),
     ("seed", int, "seed of the random draws (default: unseeded)"),
-    ("output_bucket", str, "bucket of the loops' OutputS3Uri"),
+    ("output_bucket", str, "the flow definitions' S3OutputPath bucket (output.json goes there)"),
     ("account_id", str, "the emulated account"),
     ("region", str, "region of ARNs when a request's signature names none"),
 )

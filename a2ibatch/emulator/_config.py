@@ -95,7 +95,7 @@ class EmulatorConfig:
     throttle_code: ThrottleCode = "ProvisionedThroughputExceededException"
     service_quotas_access: Access = "allow"  # "deny": Service Quotas says AccessDenied
     s3: bool = True  # serve S3 (moto's backend) and write each Completed loop's output.json
-    output_bucket: str = "a2i-output"
+    output_bucket: str = "a2i-output"  # S3OutputPath of every flow definition: s3://BUCKET
     seed: int | None = None
     account_id: str = "123456789012"
     region: str = "us-east-1"  # when a request's signature names no region

@@ -2,7 +2,7 @@
 
 No AWS client sends these paths.  GET stats, loops, accepted (per-second histogram),
 quotas (every token bucket in use) and config; POST config (a partial JSON object of
-settings) and reset.
+settings) and reset (every loop, counter, bucket and object).
 """
 
 from __future__ import annotations
