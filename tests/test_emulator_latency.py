@@ -147,7 +147,8 @@ async def test_evenly_paced_calls_at_90_percent_of_the_quota_are_not_throttled(
 
 
 @pytest.mark.parametrize(
-    "emulator", [{"quota": 1.0, "burst": 1, "processing_ms": 1500.0, "network_ms": 50.0}],
+    # A token every 5 s: the second call is throttled even after a long stall of the client.
+    "emulator", [{"quota": 0.2, "burst": 1, "processing_ms": 1500.0, "network_ms": 50.0}],
     indirect=True,
 )  # fmt: skip
 async def test_throttled_calls_answer_after_the_network_delay_only(emulator: Any) -> None:

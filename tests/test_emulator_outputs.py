@@ -32,7 +32,7 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-@pytest.mark.parametrize("emulator", [{"complete_after": 0.3, "seed": 5}], indirect=True)
+@pytest.mark.parametrize("emulator", [{"complete_after": 1.0, "seed": 5}], indirect=True)
 async def test_a_completed_custom_loop_writes_output_json_where_describe_says(
     emulator: Any,
 ) -> None:
@@ -41,7 +41,7 @@ async def test_a_completed_custom_loop_writes_output_json_where_describe_says(
         await a2i.start_human_loop(**start_args("claim-17", content))
         with pytest.raises(s3.exceptions.NoSuchBucket):  # nothing is written before the end
             await s3.list_objects_v2(Bucket="a2i-output")
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.1)
         # No A2I call in between: the S3 read itself finds the loop's time has come.
         listed = await s3.list_objects_v2(Bucket="a2i-output", Prefix="reviews/")
         described = await a2i.describe_human_loop(HumanLoopName="claim-17")
@@ -66,7 +66,7 @@ async def test_a_completed_custom_loop_writes_output_json_where_describe_says(
     created = described["CreationTime"]
     submitted = parse_time(answer["submissionTime"])
     assert parse_time(answer["acceptanceTime"]) <= submitted
-    assert abs((submitted - created).total_seconds() - 0.3) < 0.01  # the last answer ends it
+    assert abs((submitted - created).total_seconds() - 1.0) < 0.01  # the last answer ends it
     assert location["LocationConstraint"] is None
 
 
