@@ -201,6 +201,7 @@ class S3Store:
             return
         self._enter()
         try:
+            self.namespace.clear()  # first: `bucket_region` (any thread) then finds nothing
             for backend in _moto.backends[self.account].values():
                 for bucket in list(backend.buckets.values()):
                     for key in bucket.keys.values():
@@ -210,7 +211,6 @@ class S3Store:
                     for part in bucket.multiparts.values():
                         part.dispose()
             del _moto.backends[self.account]
-            self.namespace.clear()
         finally:
             self._leave()
 
