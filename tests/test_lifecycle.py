@@ -21,7 +21,7 @@ import orjson
 import pytest
 import structlog
 
-from a2ibatch import AwsSettings, SubmitSettings, TaskType, submit
+from a2ibatch import AwsSettings, Item, SubmitSettings, TaskType, submit
 from a2ibatch.cli._app import main
 from a2ibatch.ledger import LedgerIndex, load_ledger
 from a2ibatch.lifecycle import (
@@ -486,3 +486,75 @@ async def test_lifecycle_records_keep_the_ledger_resumable(emulator: Any, tmp_pa
     assert again.counts["skipped"] == 4 and again.counts["calls"] == 0
     for line in s.ledger.read_bytes().splitlines():
         assert line.startswith(b'{"event":"')
+
+
+# -- pages and the cost model -----------------------------------------------------------------
+
+
+async def strangers(url: str, prefix: str, n: int) -> None:
+    """`n` loops of another job on the same flow definition, started with plain calls."""
+    async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=url) as a2i:
+        numbers = iter(range(n))
+
+        async def worker() -> None:
+            for i in numbers:
+                await a2i.start_human_loop(
+                    HumanLoopName=f"{prefix}-{i}",
+                    FlowDefinitionArn=FLOW,
+                    HumanLoopInput={"InputContent": orjson.dumps({"s": i}).decode()},
+                )
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(worker)
+
+
+async def described_statuses(url: str, names: list[str]) -> dict[str, str]:
+    async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=url) as a2i:
+        return {n: (await a2i.describe_human_loop(HumanLoopName=n))["HumanLoopStatus"] for n in names}
+
+
+async def test_a_job_between_two_others_is_tracked_in_pages_with_the_statuses_describe_gives(
+    emulator: Any, tmp_path: Path
+) -> None:
+    await strangers(emulator.url, "before", 400)
+    s = await submitted(emulator.url, tmp_path, 600)
+    await strangers(emulator.url, "after", 400)
+    before = await emulator_get(emulator.url, "/_emulator/stats")
+    report = await track(s.ledger, aws=aws(emulator.url))
+    after = await emulator_get(emulator.url, "/_emulator/stats")
+    calls = sum(after["calls"].values()) - sum(before["calls"].values())
+    assert report.calls == calls and calls / 600 <= 0.02  # pages, not a call per loop
+    assert report.described == 0
+    loops = load_loops(s.ledger).loops
+    truth = await described_statuses(emulator.url, sorted(loops))
+    assert {name: loop.status for name, loop in loops.items()} == truth
+
+
+async def test_a_window_crowded_with_strangers_is_left_for_describes(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """Five loops of the job, three thousand of another, five more of the job: listing the
+    whole window would cost thirty pages; describing the last five costs five calls."""
+    ready = anyio.Event()
+
+    async def items() -> Any:
+        for i in range(10):
+            if i == 5:
+                await strangers(emulator.url, "crowd", 3000)
+                ready.set()
+            yield Item(id=f"c{i}", line=i + 1, input_content=orjson.dumps({"c": i}).decode())
+
+    s = SubmitSettings(
+        task=TaskType.CUSTOM,
+        flow_definition_arn=FLOW,
+        ledger=tmp_path / "ledger.jsonl",
+        name_prefix="crowded",
+        aws=aws(emulator.url),
+        preflight=False,
+        concurrency=1,
+    )
+    assert (await submit(s, items=items())).counts["started"] == 10
+    report = await track(s.ledger, aws=aws(emulator.url))
+    assert report.counts == {"InProgress": 10}
+    assert report.pages <= 3 and report.described <= 5 and report.calls <= 8

@@ -41,6 +41,8 @@ SLACK_BEFORE = timedelta(minutes=5)
 #: ... and this long after (clocks)
 SLACK_AFTER = timedelta(minutes=1)
 PAGE = 100
+#: a loop's time (its outcome's) may lag its creation by a call's round trip or a few
+AHEAD = timedelta(seconds=10)
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -66,6 +68,7 @@ class Window:
     start: datetime
     end: datetime
     loops: list[LoopState] = field(default_factory=list)
+    latest: datetime = datetime.min.replace(tzinfo=UTC)  # the latest of the loops' times
 
 
 def windows_for(loops: Iterable[LoopState]) -> tuple[list[Window], list[LoopState]]:
@@ -86,6 +89,7 @@ def windows_for(loops: Iterable[LoopState]) -> tuple[list[Window], list[LoopStat
             windows.append(Window(when - SLACK_BEFORE, when + SLACK_AFTER))
         window = windows[-1]
         window.end = when + SLACK_AFTER
+        window.latest = when
         window.loops.append(loop)
         last = when
     return windows, untimed
@@ -128,6 +132,7 @@ async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopS
     missing = len(wanted)
     token: str | None = None
     listed = 0
+    first: datetime | None = None  # the creation time of the first loop listed
     while missing:
         kwargs: dict[str, Any] = {
             "FlowDefinitionArn": header.flow_definition_arn,
@@ -152,6 +157,7 @@ async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopS
             name = summary.get("HumanLoopName")
             created = summary.get("CreationTime")
             position = created if isinstance(created, datetime) else position
+            first = first or position
             loop = wanted.pop(str(name), None)
             if loop is None:
                 continue  # another job's loop, or one of ours already final
@@ -167,19 +173,28 @@ async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopS
         token = page.get("NextToken")
         if not token:
             break
-        if position is not None and _not_worth_it(window, position, listed, wanted):
-            break
+        if position is not None and first is not None:
+            if _not_worth_it(window, first, position, listed, wanted):
+                break
     return list(wanted.values())
 
 
 def _not_worth_it(
-    window: Window, position: datetime, listed: int, wanted: dict[str, LoopState]
+    window: Window,
+    first: datetime,
+    position: datetime,
+    listed: int,
+    wanted: dict[str, LoopState],
 ) -> bool:
-    """Whether the rest of the window costs more pages than describing what is left (one
-    call each), judged by the loops per second of window listed so far."""
-    done = (position - window.start).total_seconds()
-    left = (window.end - position).total_seconds()
-    if done <= 0 or left <= 0:
+    """Whether the rest of the listing costs more pages than describing what is left (one
+    call each), judged by the loops per second listed so far (counted from the first loop
+    listed: the window's slack before it holds none).  The rest runs to the window's latest
+    loop (a loop is created a little before its outcome's time), not to the window's end:
+    the listing stops once every loop is found."""
+    until = min(window.end, window.latest + AHEAD)
+    done = max((position - first).total_seconds(), 0.001)
+    left = (until - position).total_seconds()
+    if left <= 0:
         return False
     pages_left = math.ceil(listed / done * left / PAGE)
     return pages_left > len(wanted)
