@@ -511,7 +511,8 @@ async def strangers(url: str, prefix: str, n: int) -> None:
 
 async def described_statuses(url: str, names: list[str]) -> dict[str, str]:
     async with aioboto3.Session().client("sagemaker-a2i-runtime", endpoint_url=url) as a2i:
-        return {n: (await a2i.describe_human_loop(HumanLoopName=n))["HumanLoopStatus"] for n in names}
+        answers = [await a2i.describe_human_loop(HumanLoopName=n) for n in names]
+    return {n: answer["HumanLoopStatus"] for n, answer in zip(names, answers, strict=True)}
 
 
 async def test_a_job_between_two_others_is_tracked_in_pages_with_the_statuses_describe_gives(

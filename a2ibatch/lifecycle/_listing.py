@@ -68,7 +68,7 @@ class Window:
     start: datetime
     end: datetime
     loops: list[LoopState] = field(default_factory=list)
-    latest: datetime = datetime.min.replace(tzinfo=UTC)  # the latest of the loops' times
+    latest: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
 
 
 def windows_for(loops: Iterable[LoopState]) -> tuple[list[Window], list[LoopState]]:
@@ -173,9 +173,12 @@ async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopS
         token = page.get("NextToken")
         if not token:
             break
-        if position is not None and first is not None:
-            if _not_worth_it(window, first, position, listed, wanted):
-                break
+        if (
+            position is not None
+            and first is not None
+            and _not_worth_it(window, first, position, listed, wanted)
+        ):
+            break
     return list(wanted.values())
 
 
