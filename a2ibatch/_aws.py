@@ -140,8 +140,9 @@ def client_kwargs(
     kwargs: dict[str, Any] = {"config": AioConfig(**options)}
     if endpoint:
         kwargs["endpoint_url"] = endpoint
-    if region or aws.region:
-        kwargs["region_name"] = region or aws.region
+    chosen = region or aws.region or os.environ.get("AWS_REGION")
+    if chosen:
+        kwargs["region_name"] = chosen
     return kwargs
 
 
@@ -151,8 +152,11 @@ def make_session(aws: AwsSettings, session: Any | None) -> Any:
         return session
     import aioboto3
 
+    # botocore reads AWS_DEFAULT_REGION; AWS_REGION (what containers on AWS Batch, ECS and
+    # Lambda set, and other SDKs read) is honoured too.
+    region = aws.region or os.environ.get("AWS_REGION") or None
     try:
-        return aioboto3.Session(profile_name=aws.profile, region_name=aws.region)
+        return aioboto3.Session(profile_name=aws.profile, region_name=region)
     except Exception as exc:  # botocore.exceptions.ProfileNotFound and friends
         raise ConfigError(
             f"cannot set up the AWS session ({type(exc).__name__}); check "
@@ -170,7 +174,8 @@ async def open_client(
         name = type(exc).__name__
         if name == "NoRegionError":
             raise ConfigError(
-                f"no AWS region: pass {setting('region')} or set AWS_REGION"
+                f"no AWS region: pass {setting('region')}, or set AWS_REGION or "
+                "AWS_DEFAULT_REGION"
             ) from None
         where = kwargs.get("endpoint_url")
         at = f" at {redact_url(where)}" if isinstance(where, str) else ""
