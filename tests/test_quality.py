@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "a2ibatch"
 #: modules of the submitter (everything but the emulator and the command line)
 LIBRARY = [
-    p for p in PACKAGE.rglob("*.py") if "emulator" not in p.parts and "cli" not in p.parts
+    p
+    for p in PACKAGE.rglob("*.py")
+    if "emulator" not in p.parts and "cli" not in p.parts and p.name != "__main__.py"
 ]
 
 

@@ -53,7 +53,7 @@ def build_parser(*, emulate_flags: bool = True) -> argparse.ArgumentParser:
         formatter_class=Formatter,
     )
     if emulate_flags:
-        from ..emulator._cli import add_arguments
+        from ..emulator import add_arguments
 
         add_arguments(p)
     p.set_defaults(func=_cmd_emulate)
@@ -178,7 +178,7 @@ def _internal(exc: BaseException, as_json: bool) -> int:
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
-    from ..emulator._cli import config_from_args, run
+    from ..emulator import config_from_args, run
 
     try:
         config = config_from_args(args)

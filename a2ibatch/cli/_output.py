@@ -22,7 +22,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from .._text import printable
+from .. import printable
 
 
 def _json(data: Any) -> str:

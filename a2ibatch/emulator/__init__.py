@@ -18,6 +18,7 @@ Stand-alone: nothing here imports the rest of a2ibatch.
 
 from __future__ import annotations
 
+from ._cli import add_arguments, config_from_args, run
 from ._config import EmulatorConfig, SameInputReuse, ThrottleCode
 from ._server import Emulator, serve
 from ._subprocess import EmulatorStartError, run_subprocess
@@ -28,6 +29,9 @@ __all__ = [
     "EmulatorStartError",
     "SameInputReuse",
     "ThrottleCode",
+    "add_arguments",
+    "config_from_args",
+    "run",
     "run_subprocess",
     "serve",
 ]

@@ -242,9 +242,12 @@ async def open_source(
     gz_name = source.lower().endswith(".gz")
     if source == "-":
         if stdin is None:
-            fd = sys.stdin.fileno()
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+            try:
+                fd = sys.stdin.fileno()
+                mode = os.fstat(fd).st_mode
+            except (AttributeError, OSError, ValueError):  # no descriptor: read it in a thread
+                fd, mode = -1, 0
+            if fd >= 0 and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
                 return _PipeReader(fd, "on stdin")
         stream = stdin if stdin is not None else sys.stdin.buffer
         return _FileReader(stream, "on stdin", False, owned=False, size=None)
