@@ -26,6 +26,7 @@ class Counters:
     skipped: int = 0  # already done in the ledger
     skipped_failed: int = 0  # failed earlier, not retried without retry_failed
     skipped_name_taken: int = 0  # recorded name_taken earlier
+    other_shards: int = 0  # items of the job's other shards (not this run's)
     recovered: int = 0  # loops found to exist after an ambiguous attempt
     #: Textract/Rekognition items analysed again after an answer was lost (no loop to find)
     reanalysed: int = 0
@@ -55,7 +56,7 @@ class Counters:
 
     @property
     def skipped_all(self) -> int:
-        return self.skipped + self.skipped_failed + self.skipped_name_taken
+        return self.skipped + self.skipped_failed + self.skipped_name_taken + self.other_shards
 
     def as_dict(self) -> dict[str, Any]:
         """The counts for a summary (live flags left out)."""

@@ -13,15 +13,15 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
 from ._aws import open_clients
+from ._calls import Caller
+from ._counters import Counters
 from ._job import Source, as_async, job_planner
+from ._meters import Meters
 from ._models import Invalid, Item
 from ._plan import tally
 from ._settings import SubmitSettings
-from .ledger import load_ledger
+from .ledger import location_for, read_location
 from .manifest import read_manifest_batches
 
 
@@ -66,19 +66,24 @@ async def dry_run(
     max_problems: int = 1000,
 ) -> DryRunReport:
     """Read and check the whole manifest and decide every entry; send and write nothing."""
-    index = await anyio.to_thread.run_sync(
-        lambda: load_ledger(settings.ledger, repair=False), abandon_on_cancel=True
-    )
-    planner = job_planner(settings, index, unique=items is not None)
     async with AsyncExitStack() as stack:
+        in_s3 = str(settings.ledger).startswith("s3://")
+        manifest_in_s3 = items is None and settings.manifest.startswith("s3://")
+        clients = None
+        if in_s3 or manifest_in_s3:
+            clients = await open_clients(stack, settings.aws, session, {"s3": 16})
+        if clients is not None and in_s3:
+            caller = Caller(Meters(Counters()))
+            location = location_for(settings.ledger, s3=clients.s3, caller=caller)
+        else:
+            location = location_for(settings.ledger)
+        index = await read_location(location, repair=False)
+        planner = job_planner(settings, index, unique=items is not None)
         source: AsyncIterator[list[Item | Invalid]]
         if items is not None:
             source = _as_batches(items)
         else:
-            s3 = None
-            if settings.manifest.startswith("s3://"):
-                clients = await open_clients(stack, settings.aws, session, {"s3": 10})
-                s3 = clients.s3
+            s3 = clients.s3 if clients is not None and manifest_in_s3 else None
             source = read_manifest_batches(
                 settings.manifest, settings.task, s3_client=s3, max_lines=settings.max_lines
             )

@@ -12,6 +12,7 @@ act on a stale read), then preflight, then the run's records.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,7 +37,7 @@ from ._retry import RetryPolicy
 from ._runner import Runner, RunOptions
 from ._settings import SubmitSettings
 from ._tasks import RequestOptions, TaskAdapter, adapter_for
-from .ledger import JobHeader, LedgerIndex, LedgerWriter, LocalStore, read_ledger
+from .ledger import JobHeader, LedgerIndex, LedgerWriter, Location, location_for, read_ledger
 from .manifest import read_manifest, read_manifest_batches
 
 log = get_logger()
@@ -92,12 +93,27 @@ async def as_async(source: Source) -> AsyncIterator[Item | Invalid]:
                 await anyio.lowlevel.checkpoint()
 
 
+def open_location(settings: SubmitSettings, clients: Clients, caller: Caller) -> Location:
+    """The location of the job's ledgers (in S3, through the job's S3 client and caller)."""
+    if str(settings.ledger).startswith("s3://"):
+        return location_for(
+            settings.ledger, s3=clients.s3, caller=caller, work_dir=settings.work_dir
+        )
+    return location_for(settings.ledger)
+
+
 def job_planner(settings: SubmitSettings, index: LedgerIndex | None, *, unique: bool) -> Planner:
     """The plan of a job's entries (the runner's, the dry run's and preflight's)."""
     adapter = adapter_for(settings.task)
     namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
     return Planner(
-        namer, index, adapter.payload_key, retry_failed=settings.retry_failed, unique=unique
+        namer,
+        index,
+        adapter.payload_key,
+        retry_failed=settings.retry_failed,
+        unique=unique,
+        shards=settings.shards,
+        shard_index=settings.shard_index or 0,
     )
 
 
@@ -183,23 +199,27 @@ class Job:
         self.started_at = time.monotonic()
         aborted: A2IBatchError | None = None
         summary: Summary | None = None
-        store = LocalStore(s.ledger)
         async with AsyncExitStack() as stack:
+            caller = Caller(self.meters, self.policy)
+            clients = await self._clients(stack)
+            location = open_location(s, clients, caller)
+            store = location.own(s.shards, s.shard_index)
+            # The lock (a lease, in S3) first, then the ledger read under it.
             files = await stack.enter_async_context(
                 store.run(sidecar=s.task is not TaskType.CUSTOM)
             )
             if files.ledger.tightened:
                 log.warning("ledger_mode_tightened", ledger=store.label, mode="0600")
             index = await anyio.to_thread.run_sync(
-                read_ledger, files.ledger, abandon_on_cancel=True
+                functools.partial(read_ledger, files.ledger, path=location.label),
+                abandon_on_cancel=True,
             )
+            await location.read_into(index, exclude=store.ident)
             index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
             self.index = index
             self.repaired_bytes = index.repaired_bytes
             if index.repaired_bytes:
                 log.warning("ledger_tail_cut", ledger=store.label, bytes=index.repaired_bytes)
-            caller = Caller(self.meters, self.policy)
-            clients = await self._clients(stack)
             if s.preflight:
                 self.preflight_report = await self._preflight(clients, index, caller)
             writer = await stack.enter_async_context(
@@ -227,6 +247,8 @@ class Job:
                 await runner.run(self._source(clients))
             except A2IBatchError as error:
                 aborted = error
+            if aborted is None and not runner.stopping and hasattr(store, "finished"):
+                store.finished = True  # every item decided: the store may compact
             summary = self._summary(aborted)
             if not isinstance(aborted, LedgerWriteError):
                 await writer.record(summary.to_record())
@@ -290,7 +312,8 @@ class Job:
     async def _clients(self, stack: AsyncExitStack) -> Clients:
         pool = max(self.settings.concurrency or 0, 1024)
         services = {service: pool for service in (self.adapter.service, A2I_SERVICE)}
-        if self._items is None and self.settings.manifest.startswith("s3://"):
+        manifest_in_s3 = self._items is None and self.settings.manifest.startswith("s3://")
+        if manifest_in_s3 or str(self.settings.ledger).startswith("s3://"):
             services["s3"] = 16
         return await open_clients(stack, self.settings.aws, self._session, services)
 

@@ -9,6 +9,7 @@ ledger's state of its id, and answers:
   that run may have reached the service: then it is checked, not skipped);
 * `Skip.NAME_TAKEN`: its explicit name is held by a loop the ledger could not call its own,
   unless `retry_failed`;
+* `Skip.OTHER_SHARD`: the job runs as shards and the item belongs to another one;
 * its loop name (a `str`): send it;
 * a `Resend` (a `str` too): send it, but a call for it may already have reached the service
   (a pending intent, or an unverified outcome), so the caller checks before sending.
@@ -21,6 +22,7 @@ submit sends.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +38,14 @@ class Skip(enum.Enum):
     DONE = "done"
     FAILED = "failed"
     NAME_TAKEN = "name_taken"
+    OTHER_SHARD = "other_shard"  # another shard of the job sends it
+
+
+def shard_of(item_id: str, shards: int) -> int:
+    """The shard an item belongs to: the same on every machine and Python version (a
+    64-bit BLAKE2b digest of the id's UTF-8 bytes, modulo the number of shards)."""
+    data = item_id.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") % shards
 
 
 class Resend(str):
@@ -59,6 +69,8 @@ class Planner:
         *,
         retry_failed: bool = False,
         unique: bool = False,
+        shards: int = 1,
+        shard_index: int = 0,
     ) -> None:
         self.namer = namer
         self.index = index
@@ -66,12 +78,16 @@ class Planner:
         self.retry_failed = retry_failed
         self._resuming = index is not None and len(index) > 0
         self._seen: IdTable | None = IdTable() if unique else None
+        self._shards = shards
+        self._shard = shard_index
 
     def decide(self, entry: Item | Invalid) -> Decision:
         if type(entry) is not Item:
             assert isinstance(entry, Invalid)
             return entry
         item_id = entry.id
+        if self._shards > 1 and shard_of(item_id, self._shards) != self._shard:
+            return Skip.OTHER_SHARD
         if self._seen is not None:
             key = (HASH(item_id) & MASK64) or 1
             first = self._seen.get(key)
@@ -112,6 +128,7 @@ class Tally:
     done: int = 0
     failed: int = 0  # skipped: failed earlier
     name_taken: int = 0  # skipped: name held by a loop of unknown owner
+    other_shards: int = 0  # skipped: another shard's
     invalid: int = 0
     problems: list[Invalid] = field(default_factory=list)  # the first `max_problems`
     sample_names: list[str] = field(default_factory=list)
@@ -138,7 +155,7 @@ async def tally(
     problems = result.problems
     names = result.sample_names
     decide = planner.decide
-    sent = checked = skipped_done = skipped_failed = skipped_taken = invalid = 0
+    sent = checked = skipped_done = skipped_failed = skipped_taken = invalid = others = 0
     for_items: list[Item] = []
     async for batch in batches:
         for entry in batch:
@@ -158,6 +175,8 @@ async def tally(
                 skipped_failed += 1
             elif decision is Skip.NAME_TAKEN:
                 skipped_taken += 1
+            elif decision is Skip.OTHER_SHARD:
+                others += 1
             else:
                 invalid += 1
                 if len(problems) < max_problems:
@@ -167,6 +186,7 @@ async def tally(
             for_items.clear()
     result.to_send, result.to_check, result.invalid = sent, checked, invalid
     result.done, result.failed, result.name_taken = skipped_done, skipped_failed, skipped_taken
+    result.other_shards = others
     result.items = sent + skipped_done + skipped_failed + skipped_taken
     return result
 

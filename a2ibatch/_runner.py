@@ -29,6 +29,7 @@ _SKIP_COUNTERS = {
     Skip.DONE: "skipped",
     Skip.FAILED: "skipped_failed",
     Skip.NAME_TAKEN: "skipped_name_taken",
+    Skip.OTHER_SHARD: "other_shards",
 }
 
 

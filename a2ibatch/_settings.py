@@ -60,7 +60,9 @@ class SubmitSettings:
 
     task: TaskType
     flow_definition_arn: str
-    ledger: Path
+    #: the ledger: a file, a directory (a path ending in "/", or one that exists) or
+    #: ``s3://bucket/prefix/``; with `shards`, a directory or an S3 prefix
+    ledger: Path | str
     manifest: str = "-"
     name_prefix: str = DEFAULT_PREFIX
     #: requests/second ceiling per API; the quota below it is found by the rate controller
@@ -84,6 +86,12 @@ class SubmitSettings:
     outage_limit: float = 300.0
     #: refuse a manifest of more lines than this (a guard against feeding the wrong file)
     max_lines: int | None = None
+    #: the job is run as this many shards; an item belongs to shard stable_hash(id) mod shards
+    shards: int = 1
+    #: which shard this run is (0-based); required with more than one shard
+    shard_index: int | None = None
+    #: where a ledger in S3 keeps its local working copy (None: a temporary folder)
+    work_dir: Path | None = None
     #: on a graceful stop, how long calls in flight may take to finish
     grace_period: float = 30.0
     #: checks before spending (flow definition, region, CORS, PII rule, cost)
@@ -95,7 +103,7 @@ class SubmitSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task", _task(self.task))
-        object.__setattr__(self, "ledger", Path(self.ledger))
+        object.__setattr__(self, "ledger", normalise_ledger(self.ledger))
         check_prefix(self.name_prefix)
         if not isinstance(self.flow_definition_arn, str) or ":flow-definition/" not in (
             self.flow_definition_arn
@@ -131,10 +139,43 @@ class SubmitSettings:
                 f"{setting('max_failure_ratio')} must be a fraction between 0 and 1 "
                 "(a percentage between 0% and 100%)"
             )
+        if not isinstance(self.shards, int) or self.shards < 1:
+            raise ConfigError(f"{setting('shards')} must be a whole number, at least 1")
+        if self.shards > 1:
+            if self.shard_index is None:
+                raise ConfigError(
+                    f"{setting('shards')} {self.shards} needs {setting('shard_index')} (0 to "
+                    f"{self.shards - 1}); on AWS Batch and Kubernetes it comes from "
+                    "AWS_BATCH_JOB_ARRAY_INDEX or JOB_COMPLETION_INDEX"
+                )
+            if isinstance(self.ledger, Path) and not self.ledger.is_dir():
+                raise ConfigError(
+                    f"with {setting('shards')}, {setting('ledger')} must be a location that "
+                    "holds one ledger per shard: a directory (a path ending in '/') or "
+                    "s3://bucket/prefix/"
+                )
+        if self.shard_index is not None and not 0 <= self.shard_index < self.shards:
+            raise ConfigError(
+                f"{setting('shard_index')} must be from 0 to {self.shards - 1}, the shards "
+                f"of {setting('shards')} {self.shards}"
+            )
         if self.max_lines is not None and self.max_lines < 1:
             raise ConfigError(f"{setting('max_lines')} must be at least 1")
         if self.max_failures is not None and self.max_failures < 1:
             raise ConfigError(f"{setting('max_failures')} must be at least 1")
+
+
+def normalise_ledger(value: object) -> Path | str:
+    """A ledger location as given: ``s3://...`` and paths ending in "/" (directories, which
+    a `Path` would lose the slash of) stay text; every other path is a `Path`."""
+    text = str(value)
+    if text.startswith("s3://"):
+        if not text.endswith("/"):
+            text += "/"
+        return text
+    if text.endswith("/"):
+        return text
+    return Path(text)
 
 
 def _task(value: object) -> TaskType:
@@ -219,6 +260,13 @@ def load_settings(
             for name in missing
         )
         raise ConfigError(f"missing required setting{'s' if len(missing) > 1 else ''}: {named}")
+    if "shard_index" not in values and int(values.get("shards") or 1) > 1:
+        env_index = env.get("AWS_BATCH_JOB_ARRAY_INDEX") or env.get("JOB_COMPLETION_INDEX")
+        if env_index not in (None, ""):
+            try:
+                values["shard_index"] = int(str(env_index))
+            except ValueError:
+                raise ConfigError("the array index in the environment is not a number") from None
     raw = values.get("max_failures")
     if isinstance(raw, str):
         values["max_failures"], ratio = parse_max_failures(raw)

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
+from ._aws import open_clients
+from ._calls import Caller
+from ._counters import Counters
 from ._errors import ConfigError, LedgerError, setting
+from ._meters import Meters
 from ._models import Status
+from ._settings import AwsSettings
 from ._text import printable
-from .ledger import LedgerIndex, LocalStore, Row, read_ledger
+from .ledger import Row, location_for, read_location
 
 #: the states `list_states` may name
 LISTABLE: frozenset[Status] = frozenset(Status)
@@ -74,24 +77,28 @@ def _states(names: Collection[str | Status] | None) -> frozenset[Status] | None:
 
 
 async def status(
-    ledger: str | os.PathLike[str], *, list_states: Collection[str | Status] | None = None
+    ledger: str | os.PathLike[str],
+    *,
+    list_states: Collection[str | Status] | None = None,
+    aws: AwsSettings | None = None,
+    session: Any | None = None,
 ) -> StatusReport:
-    """What the ledger at `ledger` says (LedgerError when there is none)."""
+    """What the ledger at `ledger` says: a file, a directory of shards' ledgers, or an S3
+    prefix (read with `aws` and `session`); LedgerError when there is none."""
     select = _states(list_states)
-    store = LocalStore(ledger)
-    file = store.read()
-    if file is None:
-        raise LedgerError(f"no ledger at {printable(store.label)}")
-    try:
-        index: LedgerIndex = await anyio.to_thread.run_sync(
-            lambda: read_ledger(file, path=store.label, loops=True, select=select),
-            abandon_on_cancel=True,
-        )
-    finally:
-        file.close()
+    async with AsyncExitStack() as stack:
+        in_s3 = os.fspath(ledger).startswith("s3://")
+        if in_s3:
+            clients = await open_clients(stack, aws or AwsSettings(), session, {"s3": 16})
+            location = location_for(ledger, s3=clients.s3, caller=Caller(Meters(Counters())))
+        else:
+            location = location_for(ledger)
+        index = await read_location(location, loops=True, select=select)
+    if not index.records:
+        raise LedgerError(f"no ledger at {printable(location.label)}")
     header = index.header
     return StatusReport(
-        ledger=store.label,
+        ledger=location.label,
         task=header.task.value if header else None,
         flow_definition_arn=header.flow_definition_arn if header else None,
         name_prefix=header.name_prefix if header else None,

@@ -55,7 +55,9 @@ def _parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
         epilog=epilog(LIFECYCLE_EXAMPLES[name], SETTINGS, EXIT_CODES),
         formatter_class=Formatter,
     )
-    p.add_argument("ledger", help="the ledger submit wrote")
+    p.add_argument(
+        "ledger", help="the ledger submit wrote: a file, a directory or s3://bucket/prefix/"
+    )
     return p
 
 

@@ -10,7 +10,7 @@ import anyio
 
 from .. import Status, StatusReport, status
 from . import _logging
-from ._args import add_logging
+from ._args import add_aws, add_logging, aws_settings
 from ._help import EXIT_CODES, STATUS_EXAMPLES, Formatter, epilog
 from ._output import Output
 
@@ -26,7 +26,9 @@ def add_command(sub: Any) -> None:
         epilog=epilog(STATUS_EXAMPLES, EXIT_CODES),
         formatter_class=Formatter,
     )
-    p.add_argument("ledger", help="the ledger submit wrote")
+    p.add_argument(
+        "ledger", help="the ledger submit wrote: a file, a directory or s3://bucket/prefix/"
+    )
     p.add_argument(
         "--list",
         dest="list_states",
@@ -36,6 +38,8 @@ def add_command(sub: Any) -> None:
         help="list the items in STATE (repeatable): " + ", ".join(s.value for s in Status),
     )
     p.add_argument("--json", action="store_true", help="JSON: the counts, then one object per row")
+    p.add_argument("--config", help="a TOML file whose [aws] table says where to call (S3)")
+    add_aws(p)
     add_logging(p, level="warning")
     p.set_defaults(func=cmd_status)
 
@@ -43,7 +47,10 @@ def add_command(sub: Any) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     _logging.configure(args.log_format, args.log_level)
     report: StatusReport = anyio.run(
-        functools.partial(status, args.ledger, list_states=args.list_states), backend="asyncio"
+        functools.partial(
+            status, args.ledger, list_states=args.list_states, aws=aws_settings(args)
+        ),
+        backend="asyncio",
     )
     out = Output(json=args.json)
     if out.json:

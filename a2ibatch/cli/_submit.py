@@ -44,7 +44,9 @@ def add_command(sub: Any) -> None:
         "--flow-definition-arn", help=f"the human review workflow to start loops on ({_REQUIRED})"
     )
     g.add_argument(
-        "--ledger", help=f"the job's ledger file; the same one resumes the job ({_REQUIRED})"
+        "--ledger",
+        help="the job's ledger: a file, a directory (ending in '/') or s3://bucket/prefix/; "
+        f"the same one resumes the job ({_REQUIRED})",
     )
     g.add_argument("--config", help="a TOML file of these settings (see config/)")
     g.add_argument(
@@ -70,6 +72,21 @@ def add_command(sub: Any) -> None:
         action="store_true",
         default=None,
         help="send again the items the ledger has as failed (or name_taken)",
+    )
+    g = p.add_argument_group("shards (AWS Batch array jobs, Kubernetes Indexed Jobs)")
+    g.add_argument(
+        "--shards",
+        type=int,
+        help="run the job as N shards; each item goes to one (needs a ledger location)",
+    )
+    g.add_argument(
+        "--shard-index",
+        type=int,
+        help="this run's shard, 0 to N-1 (default: AWS_BATCH_JOB_ARRAY_INDEX, else "
+        "JOB_COMPLETION_INDEX)",
+    )
+    g.add_argument(
+        "--work-dir", help="local working copy of a ledger in S3 (default: a temporary folder)"
     )
     g = p.add_argument_group("pace and limits")
     g.add_argument(
@@ -122,6 +139,9 @@ def settings_from(args: argparse.Namespace) -> SubmitSettings:
         "confirm_cost": args.confirm_cost,
         "max_failures": args.max_failures,
         "max_lines": args.max_lines,
+        "shards": args.shards,
+        "shard_index": args.shard_index,
+        "work_dir": args.work_dir,
         **aws_flags(args),
     }
     return load_settings(flags, config_file=args.config)

@@ -3,6 +3,8 @@
 * `_format`: every record type and the job header;
 * `_files`: the only code touching ledger bytes (open and lock, lines, append, cut, fsync);
 * `_store`: where a ledger lives (`LocalStore`), behind a small interface;
+* `_location`: where a job's ledgers live (a file, a directory of shards' ledgers) and
+  `_s3store`: a ledger in S3 (segments, a lease);
 * `_reader`: the one reader (`read_ledger`), used by submit, status and every lifecycle command,
   building a `LedgerIndex` (`_index`);
 * `_writer`: the one writer, in run or append mode.
@@ -22,6 +24,15 @@ from ._format import (
     utc_timestamp,
 )
 from ._index import FINAL_STATUSES, LedgerIndex, LoopState, Row
+from ._location import (
+    DirectoryLocation,
+    FileLocation,
+    Location,
+    is_directory,
+    ledger_name,
+    location_for,
+    read_location,
+)
 from ._reader import load_ledger, read_ledger
 from ._store import LedgerStore, LocalStore, RunFiles, open_writer
 from ._writer import LedgerWriter
@@ -30,24 +41,31 @@ __all__ = [
     "FINAL_STATUSES",
     "MAX_LINE_BYTES",
     "SIDECAR_SUFFIX",
+    "DirectoryLocation",
+    "FileLocation",
     "JobHeader",
     "LedgerFile",
     "LedgerIndex",
     "LedgerStore",
     "LedgerWriter",
     "LocalStore",
+    "Location",
     "LoopState",
     "Row",
     "RunFiles",
     "append_all_to",
     "dumps",
+    "is_directory",
     "iso_time",
     "last_line_end",
+    "ledger_name",
     "load_ledger",
+    "location_for",
     "loop_action_record",
     "loop_status_record",
     "open_writer",
     "outcome_record",
     "read_ledger",
+    "read_location",
     "utc_timestamp",
 ]

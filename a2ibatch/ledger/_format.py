@@ -117,6 +117,14 @@ class JobHeader:
             "at": utc_timestamp(),
         }
 
+    def same_job(self, other: JobHeader) -> bool:
+        """Whether `other` names the same job (the parts loop names derive from)."""
+        return (self.task, self.flow_definition_arn, self.name_prefix) == (
+            other.task,
+            other.flow_definition_arn,
+            other.name_prefix,
+        )
+
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> JobHeader:
         """The header a ``job`` record describes; ValueError or KeyError when malformed."""

@@ -21,6 +21,8 @@ STATUSES: Final[tuple[Status, ...]] = tuple(Status)
 #: table value of each status: its code + 1 (0: an intent, no outcome yet)
 STATE_VALUES: Final[dict[str, int]] = {s.value: i + 1 for i, s in enumerate(STATUSES)}
 PENDING: Final = 0x100
+#: done in a ledger read before the current one (a location's): later ledgers leave it be
+FINAL: Final = 0x200
 STATE_MASK: Final = 0xFF
 INVALID_VALUE: Final = STATE_VALUES[Status.INVALID.value]
 UNVERIFIED_VALUE: Final = STATE_VALUES[Status.UNVERIFIED.value]
@@ -138,6 +140,14 @@ class LedgerIndex:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def settle(self) -> None:
+        """Mark every id done so far as final, before another ledger of the job is read."""
+        done = {STATE_VALUES[s.value] for s in STATUSES if s.done}
+        values, keys = self.table.values, self.table.keys
+        for slot, value in enumerate(values):
+            if keys[slot] and value & STATE_MASK in done:
+                values[slot] = value | FINAL
 
     def loop_counts(self) -> dict[str, int]:
         """The job's loops by last recorded status ("Untracked" when none was recorded)."""

@@ -31,6 +31,7 @@ from .._models import Status
 from ._files import LedgerFile
 from ._format import JobHeader
 from ._index import (
+    FINAL,
     INVALID_VALUE,
     PENDING,
     STARTED,
@@ -55,9 +56,17 @@ class _Reader:
     """The state of one pass; `feed` takes batches of complete lines."""
 
     def __init__(
-        self, index: LedgerIndex, loops: bool, intents: bool, select: Collection[Status] | None
+        self,
+        index: LedgerIndex,
+        loops: bool,
+        intents: bool,
+        select: Collection[Status] | None,
+        path: str,
     ) -> None:
         self.index = index
+        self.path = path  # this file's name, for messages
+        self.header: JobHeader | None = None  # this file's first job record
+        self.lifecycle = False  # a ledger of lifecycle records only (no job record)
         self.want_loops = loops
         self.want_intents = intents
         self.select = None if select is None else frozenset(s.value for s in select)
@@ -118,6 +127,8 @@ class _Reader:
                         keys[slot] = key
                         used += 1
                         values[slot] = code | PENDING if code == UNVERIFIED_VALUE else code
+                    elif values[slot] & FINAL:
+                        pass  # done in a ledger read before: nothing here undoes that
                     elif code == INVALID_VALUE:
                         # A broken or duplicate line never undoes its id's real state.
                         if not values[slot] & STATE_MASK:
@@ -136,7 +147,8 @@ class _Reader:
                         slot = (slot + 1) & mask
                         seen = keys[slot]
                     if seen:
-                        values[slot] |= PENDING
+                        if not values[slot] & FINAL:
+                            values[slot] |= PENDING
                     else:
                         keys[slot] = key
                         values[slot] = PENDING
@@ -150,10 +162,10 @@ class _Reader:
         except KeyError:
             where = self._lineno(lines, line)
             detail = "is not a ledger record (a field is missing)"
-            raise _broken(self.index.path, where, detail) from None
+            raise _broken(self.path, where, detail) from None
         except (TypeError, ValueError, AttributeError):
             where = self._lineno(lines, line)
-            raise _broken(self.index.path, where, "is not a ledger record") from None
+            raise _broken(self.path, where, "is not a ledger record") from None
         finally:
             table.used = used
         self.lineno += len(lines)
@@ -176,6 +188,8 @@ class _Reader:
                 self.index.intents.add(name)
         elif event == "job":
             self._job(record, self._lineno(lines, line))
+        elif event == "lifecycle":
+            self.lifecycle = True
         elif event == "loop_status" and self.want_loops:
             loop = self.index.loops.get(str(record.get("loop_name")))
             if loop is not None:
@@ -245,12 +259,22 @@ class _Reader:
             self.finish_span()
             self.span = [at, at]
             index.run_spans.append((at, at))
-        if index.header is None:
+        if self.header is None:
             try:
-                index.header = JobHeader.from_record(record)
+                self.header = JobHeader.from_record(record)
             except (KeyError, TypeError, ValueError):
-                raise _broken(index.path, lineno, "is not a valid job record") from None
-            index.started_at = at if isinstance(at, str) else ""
+                raise _broken(self.path, lineno, "is not a valid job record") from None
+            if index.header is None:
+                index.header = self.header
+                index.started_at = at if isinstance(at, str) else ""
+            elif not index.header.same_job(self.header):
+                raise LedgerError(
+                    f"ledger {self.path} belongs to another job than {index.path} (task, "
+                    "flow definition or name prefix differ): one location holds one job's "
+                    "ledgers"
+                )
+        elif at and isinstance(at, str) and at < index.started_at:
+            index.started_at = at
 
     def finish_span(self) -> None:
         if self.span and self.index.run_spans:
@@ -259,7 +283,7 @@ class _Reader:
     def _raise_broken(self) -> None:
         assert self.broken is not None
         lineno, _, pos = self.broken
-        raise _broken(self.index.path, lineno, f"is not a valid record (at byte {pos + 1})")
+        raise _broken(self.path, lineno, f"is not a valid record (at byte {pos + 1})")
 
 
 def read_ledger(
@@ -270,6 +294,7 @@ def read_ledger(
     intents: bool = False,
     select: Collection[Status] | None = None,
     repair: bool = True,
+    into: LedgerIndex | None = None,
 ) -> LedgerIndex:
     """Read the whole ledger in `file` (None: an empty ledger at `path`) into an index.
 
@@ -277,13 +302,17 @@ def read_ledger(
     take it (`repaired_bytes` says how much); without, it is only skipped.  With
     `loops`, the job's loops and the runs' time spans are collected; with `intents`, every
     intent's loop name; with `select`, a `Row` per item whose last state is selected (and
-    per invalid line of the last run).
+    per invalid line of the last run).  With `into`, the ledger is read into an index of
+    other ledgers of the same job (a location's): an item done in any of them stays done.
     """
     label = path or (file.path if file is not None else "")
-    index = LedgerIndex(label)
+    index = into if into is not None else LedgerIndex(label)
     if file is None:
         return index
-    reader = _Reader(index, loops, intents, select)
+    if into is not None:
+        index.settle()
+    reader = _Reader(index, loops, intents, select, label)
+    records_before = index.records
     cut: int | None = None
     try:
         size = file.size()
@@ -297,20 +326,18 @@ def read_ledger(
     if reader.broken is not None:
         cut = reader.broken[1]
     reader.finish_span()
-    if index.records and index.header is None:
+    if index.records > records_before and reader.header is None and not reader.lifecycle:
         raise LedgerError(f"{label} is not an a2ibatch ledger: it has records but no job record")
-    if cut is not None and not repair:
-        index.repaired_bytes = 0
-    elif cut is not None and file.size() == size:
+    if cut is not None and repair and file.size() == size:
         try:
-            index.repaired_bytes = file.cut(cut)
+            index.repaired_bytes += file.cut(cut)
         except LedgerError:
             if file.locked:
                 raise
             # Another process writes the ledger: its tail is its own business; read only.
-    index.invalid_lines = reader.invalid_lines
+    index.invalid_lines += reader.invalid_lines
     if select is not None:
-        index.rows = [*reader.rows_without_id, *reader.rows.values()]
+        index.rows.extend([*reader.rows_without_id, *reader.rows.values()])
         index.rows.sort(key=lambda row: (row.line is None, row.line or 0))
     return index
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,20 +31,13 @@ class RunFiles:
 
 
 class LedgerStore(Protocol):
-    """A ledger's home.  `label` names it in messages."""
+    """A ledger's home.  `label` names it in messages; `ident` among its location's."""
 
     label: str
+    ident: str
 
-    def run(self, *, sidecar: bool) -> AsyncIterator[RunFiles]:
+    def run(self, *, sidecar: bool) -> AbstractAsyncContextManager[RunFiles]:
         """Async context: the run's files, locked, created if new."""
-        ...
-
-    def append(self) -> LedgerFile | None:
-        """The ledger opened for appending (no lock); None when there is none."""
-        ...
-
-    def read(self) -> LedgerFile | None:
-        """The ledger opened for reading; None when there is none."""
         ...
 
 
@@ -54,6 +47,7 @@ class LocalStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.label = self.path
+        self.ident = self.path
 
     @property
     def sidecar_path(self) -> str:

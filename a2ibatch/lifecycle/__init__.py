@@ -14,7 +14,7 @@ million loops stays under the account's quota.  Nothing here prints or exits.
 """
 
 from ._actions import ActionReport, action_past, candidates, delete_loops, stop_loops
-from ._common import DEFAULT_INTERVAL, read_job
+from ._common import DEFAULT_INTERVAL
 from ._reconcile import LedgerLoop, ReconcileReport, ServiceLoop, reconcile
 from ._results import ResultsReport, parse_s3_uri, results
 from ._results_file import CSV_COLUMNS, neutralise, unneutralise
@@ -34,7 +34,6 @@ __all__ = [
     "delete_loops",
     "neutralise",
     "parse_s3_uri",
-    "read_job",
     "reconcile",
     "results",
     "stop_loops",

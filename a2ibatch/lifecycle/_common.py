@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
 from .._aws import Clients, open_clients
 from .._calls import Caller, CallFailed
 from .._counters import Counters
@@ -32,11 +29,12 @@ from .._text import printable
 from ..ledger import (
     LedgerIndex,
     LedgerWriter,
-    LocalStore,
+    Location,
     LoopState,
     iso_time,
+    location_for,
     loop_status_record,
-    read_ledger,
+    read_location,
 )
 
 log = get_logger()
@@ -59,26 +57,19 @@ def job_settings(index: LedgerIndex, aws: AwsSettings) -> SubmitSettings:
 
 def require_job(index: LedgerIndex) -> None:
     if index.header is None:
+        if not index.records:
+            raise LedgerError(f"no ledger at {printable(index.path)} (nothing recorded there)")
         raise LedgerError(
             f"{printable(index.path)} has no job record: it is not an a2ibatch ledger, or "
             "submit never ran"
         )
 
 
-async def read_job(ledger: str | os.PathLike[str], *, intents: bool = False) -> LedgerIndex:
-    """The ledger read for a lifecycle command (loops included), without appending."""
-    store = LocalStore(ledger)
-    file = store.read()
-    if file is None:
-        raise LedgerError(f"ledger {printable(store.label)} does not exist")
-    try:
-        index = await anyio.to_thread.run_sync(
-            lambda: read_ledger(file, loops=True, intents=intents), abandon_on_cancel=True
-        )
-    finally:
-        file.close()
-    require_job(index)
-    return index
+def open_location(ledger: str | os.PathLike[str], clients: Clients, caller: Caller) -> Location:
+    """The location `ledger` names (in S3, through the command's S3 client and caller)."""
+    if os.fspath(ledger).startswith("s3://"):
+        return location_for(ledger, s3=clients.s3, caller=caller)
+    return location_for(ledger)
 
 
 @dataclass
@@ -90,8 +81,14 @@ class Context:
     caller: Caller
     clients: Clients
     writer: LedgerWriter | None
+    location: Location
     counters: Counters = field(default_factory=Counters)
     changed: int = 0  # loop_status records appended
+
+    async def reread(self) -> None:
+        """Read the ledgers again (a submit still running may have started more loops)."""
+        fresh = await read_location(self.location, loops=True)
+        self.index.loops = fresh.loops
 
     async def observe(
         self,
@@ -161,25 +158,23 @@ async def open_job(
     append: bool = True,
     primary: str | None = None,
 ) -> AsyncIterator[Context]:
-    """The job of `ledger` for one command: read, clients open, writer in append mode."""
-    store = LocalStore(ledger)
-    file = store.append() if append else store.read()
-    if file is None:
-        raise LedgerError(f"ledger {printable(store.label)} does not exist")
-    try:
-        index = await anyio.to_thread.run_sync(
-            lambda: read_ledger(file, loops=True, intents=intents), abandon_on_cancel=True
-        )
+    """The job of `ledger` (a file, a directory of shards' ledgers, or an S3 prefix) for one
+    command: clients open, every ledger read, and a writer for the command's records."""
+    aws = aws or AwsSettings()
+    counters = Counters()
+    meters = Meters(counters, ceiling=rate, concurrency=concurrency, primary=primary)
+    caller = Caller(meters, retry_policy)
+    wanted = dict(services)
+    if os.fspath(ledger).startswith("s3://"):
+        wanted.setdefault("s3", 16)
+    async with AsyncExitStack() as stack:
+        clients = await open_clients(stack, aws, session, wanted)
+        location = open_location(ledger, clients, caller)
+        index = await read_location(location, loops=True, intents=intents)
         require_job(index)
-        settings = job_settings(index, aws or AwsSettings())
-        counters = Counters()
-        meters = Meters(counters, ceiling=rate, concurrency=concurrency, primary=primary)
-        caller = Caller(meters, retry_policy)
-        async with AsyncExitStack() as stack:
-            clients = await open_clients(stack, settings.aws, session, services)
-            writer = None
-            if append:
-                writer = await stack.enter_async_context(LedgerWriter.open(file, None))
-            yield Context(index, settings, caller, clients, writer, counters)
-    finally:
-        file.close()
+        settings = job_settings(index, aws)
+        writer = None
+        if append:
+            file = await stack.enter_async_context(location.lifecycle())
+            writer = await stack.enter_async_context(LedgerWriter.open(file, None))
+        yield Context(index, settings, caller, clients, writer, location, counters)

@@ -23,7 +23,7 @@ from .._aws import A2I_SERVICE
 from .._errors import ConfigError, setting
 from .._retry import RetryPolicy
 from .._settings import AwsSettings
-from ._common import DEFAULT_INTERVAL, Context, open_job, read_job
+from ._common import DEFAULT_INTERVAL, Context, open_job
 from ._listing import refresh
 
 
@@ -112,8 +112,7 @@ async def track(
             if rounds:
                 # Loops a submit still running has started since, and records of other
                 # trackers, are in the ledger now: read it again.
-                fresh = await read_job(ledger)
-                job.index.loops = fresh.loops
+                await job.reread()
             pending = [loop for loop in job.index.loops.values() if not loop.final]
             errors = {}
             if pending:
