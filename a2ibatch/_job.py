@@ -33,6 +33,7 @@ from ._models import Invalid, Item, Outcome, TaskType
 from ._naming import Namer
 from ._plan import Planner, tally
 from ._preflight import PreflightReport, preflight
+from ._recovery import recovered_names
 from ._retry import RetryPolicy
 from ._runner import Runner, RunOptions
 from ._settings import SubmitSettings
@@ -93,16 +94,30 @@ async def as_async(source: Source) -> AsyncIterator[Item | Invalid]:
                 await anyio.lowlevel.checkpoint()
 
 
+def is_s3(settings: SubmitSettings) -> bool:
+    return str(settings.ledger).startswith("s3://")
+
+
 def open_location(settings: SubmitSettings, clients: Clients, caller: Caller) -> Location:
     """The location of the job's ledgers (in S3, through the job's S3 client and caller)."""
-    if str(settings.ledger).startswith("s3://"):
+    if is_s3(settings):
         return location_for(
-            settings.ledger, s3=clients.s3, caller=caller, work_dir=settings.work_dir
+            settings.ledger,
+            s3=clients.s3,
+            caller=caller,
+            work_dir=settings.work_dir,
+            lease_seconds=settings.lease_seconds,
         )
     return location_for(settings.ledger)
 
 
-def job_planner(settings: SubmitSettings, index: LedgerIndex | None, *, unique: bool) -> Planner:
+def job_planner(
+    settings: SubmitSettings,
+    index: LedgerIndex | None,
+    *,
+    unique: bool,
+    recovered: frozenset[str] = frozenset(),
+) -> Planner:
     """The plan of a job's entries (the runner's, the dry run's and preflight's)."""
     adapter = adapter_for(settings.task)
     namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
@@ -114,6 +129,7 @@ def job_planner(settings: SubmitSettings, index: LedgerIndex | None, *, unique: 
         unique=unique,
         shards=settings.shards,
         shard_index=settings.shard_index or 0,
+        recovered_names=recovered,
     )
 
 
@@ -216,6 +232,9 @@ class Job:
             )
             await location.read_into(index, exclude=store.ident)
             index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
+            recovered = frozenset[str]()
+            if is_s3(s):  # on local disk, a kill loses no record (see docs/ledger.md)
+                recovered = await recovered_names(s, files.ledger, clients.a2i, caller)
             self.index = index
             self.repaired_bytes = index.repaired_bytes
             if index.repaired_bytes:
@@ -235,7 +254,9 @@ class Job:
                 adapter=self.adapter,
                 clients=clients,
                 writer=writer,
-                planner=job_planner(s, index, unique=self._items is not None),
+                planner=job_planner(
+                    s, index, unique=self._items is not None, recovered=recovered
+                ),
                 caller=caller,
                 settings=self._run_options(),
                 on_outcome=on_outcome,

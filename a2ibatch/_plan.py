@@ -71,6 +71,7 @@ class Planner:
         unique: bool = False,
         shards: int = 1,
         shard_index: int = 0,
+        recovered_names: frozenset[str] = frozenset(),
     ) -> None:
         self.namer = namer
         self.index = index
@@ -80,6 +81,8 @@ class Planner:
         self._seen: IdTable | None = IdTable() if unique else None
         self._shards = shards
         self._shard = shard_index
+        #: loop names found to exist after a lost container: checked before sending
+        self.recovered_names = recovered_names
 
     def decide(self, entry: Item | Invalid) -> Decision:
         if type(entry) is not Item:
@@ -115,7 +118,9 @@ class Planner:
             name, problem = self.namer.name(item_id, entry.name, self.payload_key(entry))
             if problem is not None:
                 return Invalid(entry.line, problem, item_id)
-        return Resend(name) if pending else name
+        if pending or (self.recovered_names and name in self.recovered_names):
+            return Resend(name)
+        return name
 
 
 @dataclass

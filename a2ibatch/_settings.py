@@ -92,6 +92,9 @@ class SubmitSettings:
     shard_index: int | None = None
     #: where a ledger in S3 keeps its local working copy (None: a temporary folder)
     work_dir: Path | None = None
+    #: a ledger in S3: how long its lease lasts unrenewed (a lost container's shard is taken
+    #: over after this)
+    lease_seconds: float = 60.0
     #: on a graceful stop, how long calls in flight may take to finish
     grace_period: float = 30.0
     #: checks before spending (flow definition, region, CORS, PII rule, cost)

@@ -12,7 +12,7 @@
 ``docs/ledger.md`` describes the format and the guarantees.
 """
 
-from ._files import MAX_LINE_BYTES, LedgerFile, append_all_to, last_line_end
+from ._files import MAX_LINE_BYTES, LedgerFile, append_all_to, last_line_end, last_record
 from ._format import (
     SIDECAR_SUFFIX,
     JobHeader,
@@ -21,6 +21,7 @@ from ._format import (
     loop_action_record,
     loop_status_record,
     outcome_record,
+    parse_time,
     utc_timestamp,
 )
 from ._index import FINAL_STATUSES, LedgerIndex, LoopState, Row
@@ -58,6 +59,7 @@ __all__ = [
     "is_directory",
     "iso_time",
     "last_line_end",
+    "last_record",
     "ledger_name",
     "load_ledger",
     "location_for",
@@ -65,6 +67,7 @@ __all__ = [
     "loop_status_record",
     "open_writer",
     "outcome_record",
+    "parse_time",
     "read_ledger",
     "read_location",
     "utc_timestamp",

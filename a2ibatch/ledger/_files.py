@@ -258,6 +258,16 @@ def append_all_to(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def last_record(file: LedgerFile) -> bytes | None:
+    """The last complete line of `file` (None for an empty file)."""
+    end = last_line_end(file.fd, file.size())
+    if end == 0:
+        return None
+    start = last_line_end(file.fd, end - 1)
+    line = os.pread(file.fd, end - 1 - start, start)
+    return line or None
+
+
 def last_line_end(fd: int, size: int) -> int:
     """Offset just past the last newline among the first `size` bytes of `fd` (0 if none)."""
     end = size

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -62,6 +63,17 @@ def iso_time(value: Any) -> str | None:
         return None if value is None else str(value)
     text: str = value.isoformat()
     return text.replace("+00:00", "Z")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO-8601 time of the ledger or the service (None when unreadable)."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _json_default(value: Any) -> Any:

@@ -30,7 +30,7 @@ from typing import Any
 from .._calls import CallFailed
 from .._errors import JobAborted
 from .._pool import fan_out
-from ..ledger import LoopState, iso_time
+from ..ledger import LoopState, iso_time, parse_time
 from ._common import Context
 
 #: open loops further apart than this are listed in separate windows
@@ -43,17 +43,6 @@ SLACK_AFTER = timedelta(minutes=1)
 PAGE = 100
 #: a loop's time (its outcome's) may lag its creation by a call's round trip or a few
 AHEAD = timedelta(seconds=10)
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """An ISO-8601 time of the ledger or the service (None when unreadable)."""
-    if not text:
-        return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def loop_time(loop: LoopState) -> datetime | None:

@@ -18,9 +18,8 @@ from .._calls import CallFailed
 from .._errors import JobAborted, LedgerError
 from .._retry import RetryPolicy
 from .._settings import AwsSettings
-from ..ledger import iso_time
+from ..ledger import iso_time, parse_time
 from ._common import open_job
-from ._listing import parse_time
 
 #: ListHumanLoops may report a loop created a little before the ledger's clock said
 RECONCILE_SLACK = timedelta(minutes=1)

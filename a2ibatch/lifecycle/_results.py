@@ -36,10 +36,9 @@ from .._models import Invalid
 from .._pool import fan_out
 from .._retry import RetryPolicy
 from .._settings import AwsSettings
-from ..ledger import LoopState
+from ..ledger import LoopState, parse_time
 from ..manifest import read_manifest
 from ._common import Context, open_job
-from ._listing import parse_time
 from ._results_file import ResultsFile, ResultsFormat, format_for
 
 log = get_logger()
