@@ -218,7 +218,9 @@ class Job:
         async with AsyncExitStack() as stack:
             caller = Caller(self.meters, self.policy)
             clients = await self._clients(stack)
-            location = open_location(s, clients, caller)
+            # The ledger's S3 calls have meters and counts of their own: the summary's calls
+            # are the service's.
+            location = open_location(s, clients, Caller(Meters(Counters()), self.policy))
             store = location.own(s.shards, s.shard_index)
             # The lock (a lease, in S3) first, then the ledger read under it.
             files = await stack.enter_async_context(
