@@ -274,6 +274,8 @@ class S3Store:
         self._chunked = 0  # segments up to here are in chunks
         self._files: RunFiles | None = None
         self.finished = False  # set by the job when its run ended with every item decided
+        #: how far the clocks of two containers may differ (at most half a lease)
+        self._slack = min(CLOCK_SLACK, location.lease_seconds / 2)
 
     # -- the lease ---------------------------------------------------------------------
 
@@ -284,7 +286,7 @@ class S3Store:
     async def _take_lease(self) -> None:
         loc = self.location
         key = self.base + "lease.json"
-        deadline = time.monotonic() + 3 * loc.lease_seconds + CLOCK_SLACK
+        deadline = time.monotonic() + 3 * loc.lease_seconds + self._slack
         while True:
             try:
                 body = self._lease_body(loc.lease_seconds)
@@ -300,7 +302,7 @@ class S3Store:
                 expires = float(orjson.loads(data).get("expires", 0))
             except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
                 expires = 0.0
-            if expires + CLOCK_SLACK < time.time():
+            if expires + self._slack < time.time():
                 try:
                     self._etag = await loc.put(
                         key, self._lease_body(loc.lease_seconds), IfMatch=etag
@@ -314,7 +316,7 @@ class S3Store:
                     f"ledger {self.label} is being run by another process (its lease is renewed "
                     "and holds); is the same shard running twice?"
                 )
-            await anyio.sleep(min(5.0, max(0.5, expires + CLOCK_SLACK - time.time())))
+            await anyio.sleep(min(5.0, max(0.2, expires + self._slack - time.time())))
 
     async def _renew(self) -> None:
         loc = self.location

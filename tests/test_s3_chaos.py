@@ -1,0 +1,103 @@
+"""Container loss with the ledger in S3: `kill -9` at random moments, each restart in a new
+empty folder (a new container's disk), under server errors and lost answers.  Every item
+must end with exactly one loop at the service and one final state in the S3 ledger."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import anyio
+import pytest
+
+from a2ibatch._calls import Caller
+from a2ibatch._counters import Counters
+from a2ibatch._meters import Meters
+from a2ibatch.ledger import location_for, read_location
+from helpers import emulator_get, submit_args, write_manifest
+
+pytestmark = pytest.mark.anyio
+
+CHAOS = {
+    "quota": 120.0,
+    "burst": 5,
+    "latency_ms": 8.0,
+    "jitter_ms": 4.0,
+    "fault_rate": 0.05,
+    "lost_response_rate": 0.05,
+    "same_input_reuse": "conflict",
+    "activation_rate": 0.5,
+    "seed": 5,
+}
+
+
+async def run_with_kills(
+    url: str, tmp_path: Path, task: str, items: int, seed: int
+) -> tuple[int, int, str]:
+    rng = random.Random(seed)
+    manifest = write_manifest(tmp_path / "m.jsonl", task, items)
+    location = "s3://ledgers/chaos/"
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "chaos",
+        "AWS_SECRET_ACCESS_KEY": "chaos",
+        "A2IBATCH_LEASE_SECONDS": "1.5",
+    }
+    kills = 0
+    for attempt in range(40):
+        folder = tmp_path / f"container-{attempt}"  # every container starts with an empty disk
+        command = [
+            sys.executable, "-m", "a2ibatch",
+            *submit_args(url, manifest, Path("unused"), "--max-attempts", "12", "--no-progress",
+                         "--no-preflight", task=task),
+        ]  # fmt: skip
+        command[command.index("unused")] = location
+        command += ["--work-dir", str(folder)]
+        async with await anyio.open_process(command, env=env, stdout=None, stderr=None) as process:
+            with anyio.move_on_after(rng.uniform(3.0, 8.0)):
+                code = await process.wait()
+                break
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+            kills += 1
+    else:
+        raise AssertionError("the job never finished")
+    return kills, code, location
+
+
+@pytest.mark.parametrize("emulator", [CHAOS], indirect=True)
+@pytest.mark.parametrize(("task", "items"), [("custom", 500), ("textract", 400)])
+async def test_kill_9_with_the_ledger_in_s3_never_doubles_or_loses_a_loop(
+    emulator: Any, tmp_path: Path, task: str, items: int
+) -> None:
+    async with aioboto3.Session().client(
+        "s3", endpoint_url=emulator.url, region_name="us-east-1"
+    ) as s3:
+        await s3.create_bucket(Bucket="ledgers")
+        kills, code, location = await run_with_kills(
+            emulator.url, tmp_path, task, items, seed=len(task) + 1
+        )
+        index = await read_location(
+            location_for(location, s3=s3, caller=Caller(Meters(Counters()))), loops=True
+        )
+    stats = await emulator_get(emulator.url, "/_emulator/stats")
+    service = {loop["name"]: loop for loop in await emulator_get(emulator.url, "/_emulator/loops")}
+    assert kills >= 1, "the run was never interrupted: the test proved nothing"
+    assert stats["faults"] > 0 and stats["lost_responses"] > 0
+    assert code == 0
+    counts = index.counts
+    # None lost: every item is started or not activated in the ledger, and every loop at the
+    # service is one of the ledger's.
+    assert counts[next(s for s in counts if s.value == "started")] + counts[
+        next(s for s in counts if s.value == "not_activated")
+    ] == items
+    assert set(index.loops) == set(service)
+    assert all(index.loops[n].human_loop_arn == loop["arn"] for n, loop in service.items())
+    # None doubled: one loop per input.
+    assert stats["inputs_with_multiple_loops"] == 0
+    assert stats["loops_created"] == len(service)
