@@ -35,9 +35,11 @@ from ._common import Context
 
 #: open loops further apart than this are listed in separate windows
 GAP = timedelta(minutes=10)
-#: a loop may have been created this long before its time says (clocks; a run killed with
-#: calls in flight records their loops later, when it resumes)
+#: a loop may have been created this long before its outcome's time says (clocks; a run
+#: killed with calls in flight records their loops later, when it resumes) ...
 SLACK_BEFORE = timedelta(minutes=5)
+#: ... and a creation time the service reported is exact (its own clock): a margin only
+EXACT_SLACK = timedelta(seconds=1)
 #: ... and this long after (clocks)
 SLACK_AFTER = timedelta(minutes=1)
 PAGE = 100
@@ -62,21 +64,24 @@ class Window:
 
 def windows_for(loops: Iterable[LoopState]) -> tuple[list[Window], list[LoopState]]:
     """The windows that cover `loops`, and the loops without any time (to describe)."""
-    timed: list[tuple[datetime, LoopState]] = []
+    timed: list[tuple[datetime, datetime, LoopState]] = []
     untimed: list[LoopState] = []
     for loop in loops:
-        when = loop_time(loop)
+        exact = parse_time(loop.creation_time)
+        when = exact or parse_time(loop.started_at)
         if when is None:
             untimed.append(loop)
         else:
-            timed.append((when, loop))
-    timed.sort(key=lambda pair: pair[0])
+            earliest = when - (EXACT_SLACK if exact is not None else SLACK_BEFORE)
+            timed.append((when, earliest, loop))
+    timed.sort(key=lambda entry: entry[0])
     windows: list[Window] = []
     last: datetime | None = None
-    for when, loop in timed:
+    for when, earliest, loop in timed:
         if last is None or when - last > GAP:
-            windows.append(Window(when - SLACK_BEFORE, when + SLACK_AFTER))
+            windows.append(Window(earliest, when + SLACK_AFTER))
         window = windows[-1]
+        window.start = min(window.start, earliest)
         window.end = when + SLACK_AFTER
         window.latest = when
         window.loops.append(loop)
