@@ -20,9 +20,11 @@ from ._errors import (
 from ._job import Job, Summary, stream, submit
 from ._models import Activation, ErrorInfo, Invalid, Item, Outcome, S3Ref, Status, TaskType
 from ._preflight import PreflightReport, preflight
+from ._recall import SubmitterStats
 from ._retry import RetryEvent, RetryPolicy
 from ._settings import AwsSettings, SubmitSettings, load_aws_settings, load_settings
 from ._status import StatusReport, status
+from ._submitter import Submitter
 from ._text import printable
 from .lifecycle import (
     ActionReport,
@@ -65,6 +67,8 @@ __all__ = [
     "Status",
     "StatusReport",
     "SubmitSettings",
+    "Submitter",
+    "SubmitterStats",
     "Summary",
     "TaskType",
     "TrackReport",
