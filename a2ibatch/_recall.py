@@ -47,6 +47,8 @@ from .manifest import MAX_ID_CHARS
 if TYPE_CHECKING:
     from ._submitter import Submitter
 
+#: outcomes of recent sends kept whole (ARN, activation, error) for repeats of their ids
+DEFAULT_RECENT: Final = 1024
 #: per skip: the counter it counts in, and the status it answers (None: the ledger's)
 _SKIPPED: Final = {
     Skip.DONE: ("skipped", None),

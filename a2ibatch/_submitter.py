@@ -5,22 +5,20 @@ A job reads a manifest to its end; a service receives items one by one, for mont
 the ledger read under it, the clients, the meters and rate control, the ledger writer), and
 decides and sends each item through the job's own plan rule (`Planner.decide`) and send
 (`ItemSender.send`).  One loop per id, whoever asks: the first `submit` of an id sends it,
-a `submit` of an id in flight awaits that send (never sending again), and an id whose
-outcome is known (decided in this process, or in the ledger at start) is answered without
-a call.  The send runs in the Submitter's own task group, so a caller's cancellation stops
-only its own wait.  A new send waits for a slot of the in-flight cap (backpressure, no
-queue), and per id only the ledger index's `IdTable` entry stays in memory (`_recall`:
-what is known of ids, and the figures a Submitter reports).
+a `submit` of an id in flight awaits that send, and an id whose outcome is known (decided
+in this process, or in the ledger at start: `_recall`) is answered without a call.  The
+send runs in the Submitter's own task group, so a caller's cancellation stops only its
+own wait; a new send waits for a slot of the in-flight cap (backpressure, no queue).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack, suppress
-from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -37,7 +35,7 @@ from ._meters import InFlightCap, Meters
 from ._models import Invalid, Item, Outcome, Status
 from ._pool import WorkerPool
 from ._preflight import preflight
-from ._recall import Recall, SubmitterStats
+from ._recall import DEFAULT_RECENT, Recall, SubmitterStats
 from ._retry import RetryPolicy
 from ._sender import ItemSender, invalid_outcome
 from ._settings import SubmitSettings
@@ -47,8 +45,6 @@ from .ledger import JobHeader, LedgerIndex, LedgerWriter, LocalStore, read_ledge
 log = get_logger()
 
 Items = Iterable[Item] | AsyncIterable[Item]
-#: outcomes of recent sends kept whole (ARN, activation, error) for repeats of their ids
-DEFAULT_RECENT: Final = 1024
 
 
 class _Entry:
@@ -64,14 +60,8 @@ class _Entry:
     async def result(self) -> Outcome | None:
         """The outcome; None when the first caller left before the send began."""
         await self.done.wait()
-        error = self.error
-        if error is not None:
-            # A copy for each caller: one instance raised in many tasks gathers them all.
-            try:
-                fresh = copy.copy(error)
-            except Exception:  # pragma: no cover - not one of ours
-                raise error from None
-            raise fresh from error.__cause__
+        if self.error is not None:  # a copy each: one raised in many tasks gathers them all
+            raise copy.copy(self.error) from self.error.__cause__
         return self.outcome
 
 
@@ -94,10 +84,12 @@ class Submitter:
         retry_policy: RetryPolicy | None = None,
         recent: int = DEFAULT_RECENT,
     ) -> None:
-        if str(settings.ledger).startswith("s3://") or getattr(settings, "shards", 1) > 1:
+        ledger = str(settings.ledger)
+        local_file = not ledger.startswith("s3://") and not ledger.endswith("/")
+        if not local_file or os.path.isdir(ledger) or settings.shards > 1:
             raise ConfigError(
                 f"a Submitter writes one local ledger file: give {setting('ledger')} as a file "
-                f"path, without {setting('shards')}"
+                f"path (not a directory or an S3 prefix), without {setting('shards')}"
             )
         self.settings = settings
         self.adapter: TaskAdapter = adapter_for(settings.task)
@@ -113,8 +105,7 @@ class Submitter:
             primary=self.adapter.operation,
         )
         self._session = session
-        self._recall_size = recent
-        self._recall = Recall(settings, self.adapter, LedgerIndex(str(settings.ledger)), recent)
+        self._recall = Recall(settings, self.adapter, LedgerIndex(ledger), recent)
         self._flight: dict[str, _Entry] = {}  # id -> its send in flight
         self._state = "new"  # -> opening -> open -> closing -> closed
         self._stack: AsyncExitStack | None = None
@@ -146,9 +137,7 @@ class Submitter:
         log.info("submitter_open", ledger=str(self.settings.ledger), ids=len(self._recall.index))
         return self
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def _open(self, stack: AsyncExitStack) -> None:
@@ -163,7 +152,7 @@ class Submitter:
         index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
         if index.repaired_bytes:
             log.warning("ledger_tail_cut", ledger=store.label, bytes=index.repaired_bytes)
-        self._recall = Recall(s, self.adapter, index, self._recall_size)
+        self._recall.index = index  # nothing was decided yet: nothing else to update
         caller = Caller(self.meters, self.policy)
         pool = max(s.concurrency or 0, 1024)
         services = dict.fromkeys((self.adapter.service, A2I_SERVICE), pool)
@@ -219,14 +208,11 @@ class Submitter:
                 log.info("submitter_closed", **self.counters.as_dict())
 
     async def _write_summary(self) -> None:
-        writer = self._writer
-        if writer is None or writer.failed is not None:
-            return
-        counts = self.counters.as_dict()
-        elapsed = time.monotonic() - self._opened_at
-        summary = Summary(str(self.settings.ledger), self.settings.task.value, counts, elapsed)
-        with anyio.CancelScope(shield=True):
-            await writer.record(summary.to_record())
+        writer, s, elapsed = self._writer, self.settings, time.monotonic() - self._opened_at
+        if writer is not None and writer.failed is None:
+            summary = Summary(str(s.ledger), s.task.value, self.counters.as_dict(), elapsed)
+            with anyio.CancelScope(shield=True):
+                await writer.record(summary.to_record())
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -254,7 +240,11 @@ class Submitter:
             if isinstance(decision, Outcome):
                 return decision
             if isinstance(decision, Invalid):
-                return await self._record_invalid(invalid_outcome(decision))
+                outcome = invalid_outcome(decision)
+                await self._write(outcome)
+                self.counters.count(Status.INVALID)
+                self._recall.note(outcome)
+                return outcome
             entry = self._flight[item_id] = _Entry()
             slots, tasks = self._slots, self._tasks
             assert slots is not None and tasks is not None
@@ -328,11 +318,8 @@ class Submitter:
                 except Exception as exc:
                     if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
                         raise
-                    error = SourceError(
-                        f"the source of items raised {type(exc).__name__}; the outcomes "
-                        "decided so far are in the ledger",
-                        code="SourceFailed",
-                    )
+                    name = type(exc).__name__
+                    error = SourceError(f"the source of items raised {name}", code="SourceFailed")
                     error.__cause__ = exc
                     read_all.set()
                     await send.send(error)
@@ -393,12 +380,6 @@ class Submitter:
         await writer.outcome(outcome)
         if writer.written == before:
             await writer.checkpoint()
-
-    async def _record_invalid(self, outcome: Outcome) -> Outcome:
-        await self._write(outcome)
-        self.counters.count(Status.INVALID)
-        self._recall.note(outcome)
-        return outcome
 
     # -- what a health endpoint reads -----------------------------------------------------
 

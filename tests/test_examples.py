@@ -195,3 +195,36 @@ async def test_the_web_service_answers_with_the_loop(
     assert emulator.stats()["loops_created"] == 5
     assert health["started"] == 5 and health["in_flight"] == 0
     assert ledger_records(tmp_path / "ledger.jsonl")[-1]["event"] == "summary"  # closed
+
+
+def docs_web_snippet() -> dict[str, Any]:
+    """The aiohttp example of docs/library.md, run as written."""
+    text = (EXAMPLES.parent / "docs" / "library.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (code,) = [b for b in blocks if "web.AppKey" in b]
+    namespace: dict[str, Any] = {"__name__": "docs_library"}
+    exec(compile(code, "docs/library.md", "exec"), namespace)
+    return namespace
+
+
+async def test_the_web_example_of_the_docs_runs_as_written(emulator: Any, tmp_path: Path) -> None:
+    app = docs_web_snippet()["make_app"](
+        submitter_settings(TaskType.CUSTOM, emulator.url, tmp_path)
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        body = orjson.dumps({"id": "doc-1", "content": {"text": "complete?"}})
+        async with aiohttp.ClientSession() as http:
+            answers = []
+            for _ in range(2):
+                async with http.post(f"http://127.0.0.1:{port}/documents", data=body) as r:
+                    answers.append(orjson.loads(await r.read()))
+    finally:
+        await runner.cleanup()
+    assert answers[0] == answers[1] and answers[0]["status"] == "started"
+    assert answers[0]["human_loop_arn"].startswith("arn:aws:sagemaker:us-east-1:123456789012:")
+    assert emulator.stats()["loops_created"] == 1

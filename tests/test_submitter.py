@@ -383,8 +383,9 @@ async def test_one_submitter_per_ledger_and_one_opening(emulator: Any, tmp_path:
             await submitter.__aenter__()
     with pytest.raises(JobAborted, match="not open"):
         await Submitter(s).submit(item_for(TaskType.CUSTOM, 1))
-    with pytest.raises(ConfigError, match="ledger"):
-        Submitter(submitter_settings(TaskType.CUSTOM, emulator.url, tmp_path, ledger="s3://b/p/"))
+    for location in ("s3://b/p/", f"{tmp_path}/"):  # one local file, not a location
+        with pytest.raises(ConfigError, match="ledger"):
+            Submitter(submitter_settings(TaskType.CUSTOM, emulator.url, tmp_path, ledger=location))
     other = submitter_settings(TaskType.TEXTRACT, emulator.url, tmp_path)
     with pytest.raises(LedgerError, match="another job"):
         async with Submitter(other):
