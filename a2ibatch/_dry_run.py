@@ -16,13 +16,13 @@ from typing import Any
 from ._aws import open_clients
 from ._calls import Caller
 from ._counters import Counters
-from ._job import Source, as_async, job_planner
+from ._job import Source, as_batches, done_ids, job_planner
 from ._meters import Meters
-from ._models import Invalid, Item
+from ._models import Invalid
 from ._plan import tally
 from ._settings import SubmitSettings
 from .ledger import location_for, read_location
-from .manifest import read_manifest_batches
+from .manifest import Entry, read_manifest_batches
 
 
 @dataclass
@@ -79,13 +79,17 @@ async def dry_run(
             location = location_for(settings.ledger)
         index = await read_location(location, repair=False)
         planner = job_planner(settings, index, unique=items is not None)
-        source: AsyncIterator[list[Item | Invalid]]
+        source: AsyncIterator[list[Entry]]
         if items is not None:
-            source = _as_batches(items)
+            source = as_batches(items)
         else:
             s3 = clients.s3 if clients is not None and manifest_in_s3 else None
             source = read_manifest_batches(
-                settings.manifest, settings.task, s3_client=s3, max_lines=settings.max_lines
+                settings.manifest,
+                settings.task,
+                s3_client=s3,
+                max_lines=settings.max_lines,
+                done=done_ids(settings, index),
             )
         found = await tally(planner, source, max_problems=max_problems, samples=5)
     return DryRunReport(
@@ -100,9 +104,3 @@ async def dry_run(
         problems=found.problems,
         sample_names=found.sample_names,
     )
-
-
-async def _as_batches(source: Source) -> AsyncIterator[list[Item | Invalid]]:
-    """`source`'s entries one per list, in the shape `read_manifest_batches` hands out."""
-    async for entry in as_async(source):
-        yield [entry]

@@ -39,7 +39,7 @@ from ._runner import Runner, RunOptions
 from ._settings import SubmitSettings
 from ._tasks import RequestOptions, TaskAdapter, adapter_for
 from .ledger import JobHeader, LedgerIndex, LedgerWriter, Location, location_for, read_ledger
-from .manifest import read_manifest, read_manifest_batches
+from .manifest import DoneIds, Entry, read_manifest_batches
 
 log = get_logger()
 
@@ -92,6 +92,22 @@ async def as_async(source: Source) -> AsyncIterator[Item | Invalid]:
             yield entry
             if not n % _ITEMS_PER_CHECKPOINT:
                 await anyio.lowlevel.checkpoint()
+
+
+async def as_batches(source: Source) -> AsyncIterator[list[Entry]]:
+    """`source`'s entries one per list, in the shape `read_manifest_batches` hands out."""
+    async for entry in as_async(source):
+        yield [entry]
+
+
+def done_ids(settings: SubmitSettings, index: LedgerIndex | None) -> DoneIds | None:
+    """What lets the manifest reader pass over the lines whose ids the ledger has done,
+    without checking or building them (a rerun past a million done items); None where
+    there is nothing done, or where a shard must first tell its items from other shards'
+    (the plan counts those apart)."""
+    if index is None or not len(index) or settings.shards > 1:
+        return None
+    return DoneIds(index.table, index.done_values())
 
 
 def is_s3(settings: SubmitSettings) -> bool:
@@ -305,7 +321,11 @@ class Job:
         scan = None
         if self._items is None and s.manifest != "-":
             batches = read_manifest_batches(
-                s.manifest, s.task, s3_client=clients.s3_if_open, max_lines=s.max_lines
+                s.manifest,
+                s.task,
+                s3_client=clients.s3_if_open,
+                max_lines=s.max_lines,
+                done=done_ids(s, index),
             )
             scan = await tally(job_planner(s, index, unique=False), batches, details=True)
             if scan.to_send == 0:
@@ -340,12 +360,16 @@ class Job:
             services["s3"] = 16
         return await open_clients(stack, self.settings.aws, self._session, services)
 
-    def _source(self, clients: Clients) -> AsyncIterator[Item | Invalid]:
+    def _source(self, clients: Clients) -> AsyncIterator[list[Entry]]:
         if self._items is not None:
-            return as_async(self._items)
+            return as_batches(self._items)
         s = self.settings
-        return read_manifest(
-            s.manifest, s.task, s3_client=clients.s3_if_open, max_lines=s.max_lines
+        return read_manifest_batches(
+            s.manifest,
+            s.task,
+            s3_client=clients.s3_if_open,
+            max_lines=s.max_lines,
+            done=done_ids(s, self.index),
         )
 
 

@@ -30,6 +30,7 @@ from ._idtable import HASH, MASK64, IdTable
 from ._models import Invalid, Item, Status
 from ._naming import Namer
 from .ledger import LedgerIndex
+from .manifest import DONE, Entry
 
 
 class Skip(enum.Enum):
@@ -84,8 +85,10 @@ class Planner:
         #: loop names found to exist after a lost container: checked before sending
         self.recovered_names = recovered_names
 
-    def decide(self, entry: Item | Invalid) -> Decision:
+    def decide(self, entry: Entry) -> Decision:
         if type(entry) is not Item:
+            if entry is DONE:
+                return Skip.DONE  # the reader found the id done in the ledger
             assert isinstance(entry, Invalid)
             return entry
         item_id = entry.id
@@ -144,7 +147,7 @@ class Tally:
 
 async def tally(
     planner: Planner,
-    batches: AsyncIterator[list[Item | Invalid]],
+    batches: AsyncIterator[list[Entry]],
     *,
     max_problems: int = 0,
     samples: int = 0,

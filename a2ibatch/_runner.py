@@ -23,6 +23,7 @@ from ._pool import WorkerPool
 from ._sender import ItemSender, invalid_outcome
 from ._tasks import RequestOptions, TaskAdapter
 from .ledger import LedgerWriter
+from .manifest import Entry
 
 OutcomeHook = Callable[[Outcome], Awaitable[None]]
 _SKIP_COUNTERS = {
@@ -67,7 +68,9 @@ class Runner:
         self.sender = ItemSender(
             adapter=adapter, clients=clients, writer=writer, caller=caller, options=settings.options
         )
-        self._entries: AsyncIterator[Item | Invalid] | None = None
+        self._batches: AsyncIterator[list[Entry]] | None = None
+        self._batch: list[Entry] = []  # the batch being taken from, and the next entry's place
+        self._at = 0
         self._source_error: SourceError | None = None
         self.pool: WorkerPool[tuple[Item, str, bool]] = WorkerPool(
             caller.meters.cap, self._take, self._process
@@ -88,9 +91,9 @@ class Runner:
     def stopping(self) -> bool:
         return self.pool.stopped
 
-    async def run(self, source: AsyncIterable[Item | Invalid]) -> None:
-        """Process every entry of `source`, or until stopped or aborted."""
-        self._entries = aiter(source)
+    async def run(self, source: AsyncIterable[list[Entry]]) -> None:
+        """Process every entry of `source`'s lists, or until stopped or aborted."""
+        self._batches = aiter(source)
         await self.pool.run(self.settings.grace_period)
         if self._source_error is not None:
             raise self._source_error
@@ -101,29 +104,37 @@ class Runner:
         """The next item to send, its loop name and whether it is ambiguous; None once the
         source is drained or the job stops.  Entries that need no call are settled here,
         by whichever worker reads them."""
-        entries = self._entries
-        assert entries is not None
+        batches = self._batches
+        assert batches is not None
         decide = self.planner.decide
         counters = self.counters
         while not self.pool.stopped:
-            try:
-                entry = await anext(entries)
-            except StopAsyncIteration:
-                return None
-            except A2IBatchError:
-                raise
-            except Exception as exc:  # the caller's own source of items raised
-                # Stop as on a graceful stop: the calls in flight finish and are recorded,
-                # then the job ends with the caller's exception inside ours.
-                error = SourceError(
-                    f"the source of items raised {type(exc).__name__}; the job stopped there "
-                    "and every outcome decided so far is in the ledger",
-                    code="SourceFailed",
-                )
-                error.__cause__ = exc
-                self._source_error = error
-                self.pool.stop()
-                return None
+            batch, at = self._batch, self._at
+            if at == len(batch):
+                try:
+                    batch = await anext(batches)
+                except StopAsyncIteration:
+                    return None
+                except A2IBatchError:
+                    raise
+                except Exception as exc:  # the caller's own source of items raised
+                    # Stop as on a graceful stop: the calls in flight finish and are
+                    # recorded, then the job ends with the caller's exception inside ours.
+                    error = SourceError(
+                        f"the source of items raised {type(exc).__name__}; the job stopped "
+                        "there and every outcome decided so far is in the ledger",
+                        code="SourceFailed",
+                    )
+                    error.__cause__ = exc
+                    self._source_error = error
+                    self.pool.stop()
+                    return None
+                self._batch, at = batch, 0
+                if not batch:
+                    self._at = 0
+                    continue
+            entry = batch[at]
+            self._at = at + 1
             decision = decide(entry)
             kind = type(decision)
             if kind is str:

@@ -29,9 +29,9 @@ from typing import Any
 import anyio
 import orjson
 from _common import child_result, loads_every_line
-from a2ibatch._ledger import JobHeader, LedgerWriter, load_ledger, outcome_record
 
-from a2ibatch._models import ErrorInfo, Outcome, Status, TaskType
+from a2ibatch import ErrorInfo, Outcome, Status, TaskType
+from a2ibatch.ledger import JobHeader, LedgerWriter, load_ledger, open_writer, outcome_record
 
 FLOW = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/invoice-review"
 WINDOW = 256  # calls in flight: how far outcomes trail their intents
@@ -145,7 +145,7 @@ async def write_concurrently(path: str, items: int, producers: int) -> float:
             await writer.outcome(o)
 
     start = time.perf_counter()
-    async with LedgerWriter.open(path, header()) as writer, anyio.create_task_group() as tg:
+    async with open_writer(path, header()) as writer, anyio.create_task_group() as tg:
         for p in range(producers):
             tg.start_soon(produce, writer, p)
     return time.perf_counter() - start

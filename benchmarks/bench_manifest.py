@@ -77,9 +77,9 @@ def build(path: str, task: str, lines: int) -> int:
 
 def _read_manifest(path: str, task: str) -> int:
     import anyio
-    from a2ibatch._manifest import read_manifest
 
-    from a2ibatch._models import Item, TaskType
+    from a2ibatch import Item, TaskType
+    from a2ibatch.manifest import read_manifest
 
     async def consume() -> int:
         items = 0
@@ -110,8 +110,9 @@ def max_rss() -> int:
 
 def child(mode: str, path: str, task: str) -> None:
     if mode == "read_manifest":  # its imports count towards the base, not the run
-        import a2ibatch._manifest  # noqa: F401
         import anyio  # noqa: F401
+
+        import a2ibatch.manifest  # noqa: F401
     base = max_rss()
     start = time.perf_counter()
     count = MODES[mode](path, task)

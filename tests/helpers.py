@@ -62,11 +62,11 @@ async def emulator_post(url: str, path: str, body: Any) -> Any:
         return orjson.loads(await r.read() or b"null")
 
 
-def ledger_records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+def ledger_records(path: Path | str) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
 
 
-def final_outcomes(path: Path) -> dict[str | None, dict[str, Any]]:
+def final_outcomes(path: Path | str) -> dict[str | None, dict[str, Any]]:
     """The last outcome record of every id."""
     last: dict[str | None, dict[str, Any]] = {}
     for record in ledger_records(path):

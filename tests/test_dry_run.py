@@ -64,6 +64,14 @@ async def reference(s: Any, max_problems: int = 1000) -> DryRunReport:
     index = load_ledger(s.ledger, repair=False)
     report = DryRunReport(task=s.task.value)
     async for entry in read_manifest(s.manifest, s.task):
+        # A line whose id the ledger has done is not checked again (unless it repeats an
+        # earlier line's id): it is done, whatever else the line now says.
+        if isinstance(entry, Invalid) and entry.id is not None:
+            state, _ = index.lookup(entry.id)
+            if state is not None and state.done and not entry.reason.startswith("duplicate"):
+                report.items += 1
+                report.already_done += 1
+                continue
         if isinstance(entry, Invalid):
             report.invalid += 1
             if len(report.problems) < max_problems:
@@ -102,7 +110,7 @@ async def test_the_report_matches_entry_by_entry_checking(
     expected = await reference(s, max_problems)
     assert expected.items and expected.invalid > 7  # the manifest is mixed
     assert await dry_run(s, max_problems=max_problems) == expected
-    assert not s.ledger.exists()
+    assert not Path(s.ledger).exists()
 
 
 @pytest.mark.parametrize("task", TASKS)

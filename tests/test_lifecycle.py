@@ -36,7 +36,7 @@ from a2ibatch.lifecycle import (
 from helpers import FLOW, emulator_get, emulator_post, ledger_records
 
 
-def load_loops(path: Path) -> LedgerIndex:
+def load_loops(path: Path | str) -> LedgerIndex:
     return load_ledger(path, loops=True)
 
 pytestmark = pytest.mark.anyio
@@ -76,11 +76,11 @@ async def submitted(url: str, tmp_path: Path, n: int = 8, *, csv: bool = False) 
     return s
 
 
-def records(path: Path, event: str) -> list[dict[str, Any]]:
+def records(path: Path | str, event: str) -> list[dict[str, Any]]:
     return [r for r in ledger_records(path) if r["event"] == event]
 
 
-def last_status(path: Path) -> dict[str, str]:
+def last_status(path: Path | str) -> dict[str, str]:
     return {r["loop_name"]: r["loop_status"] for r in records(path, "loop_status")}
 
 
@@ -88,7 +88,7 @@ async def service_loops(url: str) -> dict[str, dict[str, Any]]:
     return {loop["name"]: loop for loop in await emulator_get(url, "/_emulator/loops")}
 
 
-async def outputs(url: str, ledger: Path) -> dict[str, dict[str, Any]]:
+async def outputs(url: str, ledger: Path | str) -> dict[str, dict[str, Any]]:
     """The output.json the emulated reviewers wrote for the ledger's Completed loops, by id
     (looked up here the slow way: a describe and a GetObject per loop)."""
     found: dict[str, dict[str, Any]] = {}
@@ -212,7 +212,7 @@ async def test_track_watches_beside_a_running_submit_of_the_same_ledger(
     assert second.counts["started"] == 6
     assert reports[0].done and reports[0].counts == {"Completed": 10}
     assert len(load_loops(s.ledger).loops) == 10
-    assert all(line.startswith(b'{"event":"') for line in s.ledger.read_bytes().splitlines())
+    assert all(line.startswith(b'{"event":"') for line in Path(s.ledger).read_bytes().splitlines())
 
 
 @pytest.mark.parametrize("emulator", [{"seed": 7}], indirect=True)
@@ -484,7 +484,7 @@ async def test_lifecycle_records_keep_the_ledger_resumable(emulator: Any, tmp_pa
     await stop_loops(s.ledger, aws=aws(emulator.url))
     again = await submit(s)  # the ledger still reads back for a rerun
     assert again.counts["skipped"] == 4 and again.counts["calls"] == 0
-    for line in s.ledger.read_bytes().splitlines():
+    for line in Path(s.ledger).read_bytes().splitlines():
         assert line.startswith(b'{"event":"')
 
 

@@ -152,7 +152,7 @@ async def test_dry_run_sends_and_writes_nothing(emulator: Any, tmp_path: Path) -
     assert report.items == 30 and report.invalid == 1
     assert report.problems[0].line == 31
     assert len(report.sample_names) == 5
-    assert not s.ledger.exists()
+    assert not Path(s.ledger).exists()
     stats = await emulator_get(emulator.url, "/_emulator/stats")
     assert sum(stats["calls"].values()) == 0
 

@@ -106,7 +106,7 @@ async def test_repeated_ids_from_a_library_source_get_one_loop_each(
     assert stats["loops_created"] == 40
     invalid = [
         r
-        for r in map(orjson.loads, s.ledger.read_bytes().splitlines())
+        for r in map(orjson.loads, Path(s.ledger).read_bytes().splitlines())
         if r.get("status") == "invalid"
     ]
     assert len(invalid) == 20

@@ -141,6 +141,10 @@ class LedgerIndex:
     def __len__(self) -> int:
         return len(self.table)
 
+    def done_values(self) -> frozenset[int]:
+        """The table values (state codes) of the done states."""
+        return frozenset(STATE_VALUES[s.value] for s in STATUSES if s.done)
+
     def settle(self) -> None:
         """Mark every id done so far as final, before another ledger of the job is read."""
         done = {STATE_VALUES[s.value] for s in STATUSES if s.done}

@@ -23,15 +23,22 @@ from .._errors import ConfigError, ManifestError, setting
 from .._models import Invalid, Item, TaskType
 from .._text import printable
 from ._csv import CSV_COLUMNS, CsvParser
-from ._jsonl import JsonlParser
+from ._jsonl import DONE, Done, DoneIds, JsonlParser
 from ._lines import MAX_LINE_BYTES, LineSplitter
 from ._rules import MAX_ID_CHARS
 from ._sources import open_source
 
+#: what the reader hands out per line: an item, why a line is not one, or `DONE`
+Entry = Item | Invalid | Done
+
 __all__ = [
     "CSV_COLUMNS",
+    "DONE",
     "MAX_ID_CHARS",
     "MAX_LINE_BYTES",
+    "Done",
+    "DoneIds",
+    "Entry",
     "read_manifest",
     "read_manifest_batches",
 ]
@@ -70,11 +77,17 @@ async def read_manifest(
     stay valid.
     """
     batches = read_manifest_batches(
-        source, task, s3_client=s3_client, format=format, stdin=stdin, max_lines=max_lines
+        source,
+        task,
+        s3_client=s3_client,
+        format=format,
+        stdin=stdin,
+        max_lines=max_lines,
     )
     try:
         async for batch in batches:
             for entry in batch:
+                assert not isinstance(entry, Done)  # only with `done`, which is not given
                 yield entry
     finally:
         # closing this generator early must close the manifest now, not when the inner
@@ -90,12 +103,14 @@ async def read_manifest_batches(
     format: Literal["auto", "jsonl", "csv"] = "auto",
     stdin: BinaryIO | None = None,
     max_lines: int | None = None,
-) -> AsyncGenerator[list[Item | Invalid], None]:
+    done: DoneIds | None = None,
+) -> AsyncGenerator[list[Entry], None]:
     """`read_manifest`'s entries in lists of at most `BATCH_LINES` lines' worth.
 
     The same entries in the same order, with the same arguments and errors; a consumer that
     handles every entry alike (a dry run) saves an async generator round trip per line.
-    Lists may be empty, and the caller may keep them.
+    Lists may be empty, and the caller may keep them.  With `done` (JSON Lines), a line whose
+    id the ledger has done comes as `DONE`, neither checked nor built.
     """
     task = TaskType(task)
     if format not in ("auto", "jsonl", "csv"):
@@ -108,7 +123,7 @@ async def read_manifest_batches(
         parser: JsonlParser | CsvParser = (
             CsvParser(task, "on stdin" if source == "-" else printable(source))
             if is_csv
-            else JsonlParser(task)
+            else JsonlParser(task, done)
         )
         lineno = 1  # the number of the next line `lines` hands out
         unchecked = 0  # lines handed out since the event loop last had a chance to run

@@ -14,6 +14,7 @@ import orjson
 from .._errors import ManifestError
 from .._idtable import IdTable, digest
 from .._models import Invalid, Item, TaskType
+from ._jsonl import Done
 from ._lines import MAX_LINE_BYTES, TOO_LONG
 from ._rules import CHECKS, FOREIGN, MAX_ID_CHARS, foreign_field, id_problem
 
@@ -94,14 +95,14 @@ class CsvParser:
         self._carry: list[bytes] = []  # the lines of a record that continues in the next batch
         self._carry_size = 0
 
-    def feed(self, lines: list[bytes], first: int, final: bool) -> list[Item | Invalid]:
+    def feed(self, lines: list[bytes], first: int, final: bool) -> list[Item | Invalid | Done]:
         if self._carry:
             first -= len(self._carry)
             lines = self._carry + lines
             self._carry = []
         feed = _LineFeed(lines, final)
         rows = csv.reader(feed)
-        out: list[Item | Invalid] = []
+        out: list[Item | Invalid | Done] = []
         while feed.pos < len(lines):
             start = feed.pos
             feed.trouble = None

@@ -3,6 +3,8 @@ probed inline."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
 from .._idtable import HASH, MASK64, IdTable
@@ -10,22 +12,49 @@ from .._models import Invalid, Item, TaskType
 from ._rules import CHECKS, MAX_ID_CHARS, id_problem, kind, unparsable
 
 
-class JsonlParser:
-    """Checks batches of JSON Lines: one entry per non-blank line."""
+class Done:
+    """Stands in for a line whose id the ledger has done (no item is built for it)."""
 
-    def __init__(self, task: TaskType) -> None:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+#: the one `Done` entry
+DONE = Done()
+
+
+@dataclass(frozen=True)
+class DoneIds:
+    """The ledger's ids, and the table values (state codes) that mean done."""
+
+    table: IdTable
+    values: frozenset[int]
+
+
+class JsonlParser:
+    """Checks batches of JSON Lines: one entry per non-blank line.
+
+    With `done` (the ledger's table of ids and the table values that mean done), a line
+    whose id the ledger has done is not checked nor built: it becomes `DONE`, at the cost
+    of its parse and one probe.  A rerun past a million done items reads them at that cost.
+    """
+
+    def __init__(self, task: TaskType, done: DoneIds | None = None) -> None:
         self._check = CHECKS[task]
         self._ids = IdTable()
+        self._done = done
 
     def expect(self, lines: int) -> None:
         """Prepare for a manifest of about `lines` lines."""
         self._ids.reserve(lines - self._ids.used)
 
-    def feed(self, lines: list[bytes], first: int, final: bool) -> list[Item | Invalid]:
+    def feed(self, lines: list[bytes], first: int, final: bool) -> list[Item | Invalid | Done]:
         """Entries for `lines`, the first of which is line number `first`."""
         # The hot loop: everything that runs per line is inline, and nothing raises on the
         # happy path.  The duplicate-id table's probe is inlined here.
-        out: list[Item | Invalid] = []
+        out: list[Item | Invalid | Done] = []
         append = out.append
         loads = orjson.loads
         check = self._check
@@ -35,6 +64,10 @@ class JsonlParser:
         hash_ = HASH
         used = ids.used
         lineno = first - 1
+        done = self._done
+        if done is not None:
+            done_keys, done_values, done_mask = done.table.keys, done.table.values, done.table.mask
+            done_codes = done.values
         for raw in lines:
             lineno += 1
             try:
@@ -59,6 +92,15 @@ class JsonlParser:
                     slots[slot] = digest
                     firsts[slot] = lineno
                     used += 1
+                    if done is not None:
+                        at = digest & done_mask
+                        held = done_keys[at]
+                        while held != digest and held:
+                            at = (at + 1) & done_mask
+                            held = done_keys[at]
+                        if held and done_values[at] & 0xFF in done_codes:
+                            append(DONE)
+                            break
                     append(check(obj, lineno, item_id))
                     break
                 if seen == digest:

@@ -1,0 +1,113 @@
+"""How long a rerun takes to reach its first new call, past a million done items.
+
+    python benchmarks/bench_restart.py [--done 1000000] [--new 100]
+
+A job killed after `--done` items: its manifest has `--done` + `--new` lines and its ledger
+an intent and a started outcome for each of the first `--done` (as a run writes them, in
+line order with a window of calls in flight).  The rerun (``a2ibatch submit``, a child
+process, start-up included) must skip every done item and send the new ones; the figure is
+the time from the process's start to the emulator's first StartHumanLoop, next to the time
+a bare ``orjson.loads`` loop takes over the ledger and over the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from _common import CREDENTIALS, FLOW, emulator_get, input_content, loads_every_line
+
+from a2ibatch.emulator import EmulatorConfig, run_subprocess
+
+WINDOW = 256
+
+
+def write_job(folder: Path, done: int, new: int) -> tuple[Path, Path]:
+    manifest = folder / "m.jsonl"
+    ledger = folder / "ledger.jsonl"
+    with manifest.open("wb") as f:
+        for i in range(done + new):
+            line = {"id": f"item-{i:08d}", "input_content": input_content(i)}
+            f.write(orjson.dumps(line) + b"\n")
+    at = "2026-11-25T06:00:00.123Z"
+    job = {
+        "event": "job", "run": "r", "task": "custom", "flow_definition_arn": FLOW,
+        "name_prefix": "a2ib", "manifest": str(manifest), "versions": {}, "at": at,
+    }  # fmt: skip
+    with ledger.open("wb") as f:
+        f.write(orjson.dumps(job) + b"\n")
+        for n in range(done + WINDOW):
+            if n < done:
+                intent = {"event": "intent", "id": f"item-{n:08d}", "line": n + 1,
+                          "loop_name": f"a2ib-{n:032x}", "at": at}  # fmt: skip
+                f.write(orjson.dumps(intent) + b"\n")
+            j = n - WINDOW
+            if j >= 0:
+                name = f"a2ib-{j:032x}"
+                outcome = {
+                    "event": "outcome", "id": f"item-{j:08d}", "line": j + 1, "status": "started",
+                    "loop_name": name, "human_loop_arn": f"arn:aws:sagemaker:us-east-1:"
+                    f"123456789012:human-loop/{name}", "activation": None, "attempts": 1,
+                    "error": None, "recovered": False, "at": at,
+                }  # fmt: skip
+                f.write(orjson.dumps(outcome) + b"\n")
+    os.chmod(ledger, 0o600)
+    return manifest, ledger
+
+
+def first_call_seconds(url: str, manifest: Path, ledger: Path) -> tuple[float, float]:
+    """(seconds to the first new StartHumanLoop, seconds for the whole rerun)."""
+    command = [
+        sys.executable, "-m", "a2ibatch", "submit", str(manifest), "--task", "custom",
+        "--flow-definition-arn", FLOW, "--ledger", str(ledger), "--endpoint-url", url,
+        "--region", "us-east-1", "--no-preflight", "--no-progress", "--log-format", "json",
+    ]  # fmt: skip
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"]}  # fmt: skip
+    before = emulator_get(url, "stats")["calls"].get("StartHumanLoop", 0)
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    first = None
+    while process.poll() is None:
+        if first is None and emulator_get(url, "stats")["calls"].get("StartHumanLoop", 0) > before:
+            first = time.perf_counter() - start
+        time.sleep(0.02)
+    total = time.perf_counter() - start
+    if process.returncode != 0:
+        raise SystemExit(f"the rerun exited {process.returncode}")
+    return (first if first is not None else total), total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--done", type=int, default=1_000_000)
+    parser.add_argument("--new", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, run_subprocess(EmulatorConfig()) as url:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        manifest, ledger = write_job(folder, args.done, args.new)
+        print(f"job of {args.done:,} done + {args.new} new items written in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        floor_ledger = time.perf_counter()
+        loads_every_line(str(ledger), orjson.loads)
+        floor_ledger = time.perf_counter() - floor_ledger
+        floor_manifest = time.perf_counter()
+        loads_every_line(str(manifest), orjson.loads)
+        floor_manifest = time.perf_counter() - floor_manifest
+        first, total = first_call_seconds(url, manifest, ledger)
+        again, _ = first_call_seconds(url, manifest, ledger)  # nothing left: the whole rerun
+        print(f"orjson.loads over the ledger {floor_ledger:.2f} s, over the manifest "
+              f"{floor_manifest:.2f} s")
+        print(f"rerun: first new call after {first:.2f} s (whole rerun {total:.2f} s); "
+              f"a rerun with nothing left {again:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
