@@ -27,6 +27,8 @@ class Counters:
     skipped_failed: int = 0  # failed earlier, not retried without retry_failed
     skipped_name_taken: int = 0  # recorded name_taken earlier
     other_shards: int = 0  # items of the job's other shards (not this run's)
+    #: invalid lines before the manifest's resume point (refused, and recorded, earlier)
+    skipped_invalid: int = 0
     recovered: int = 0  # loops found to exist after an ambiguous attempt
     #: Textract/Rekognition items analysed again after an answer was lost (no loop to find)
     reanalysed: int = 0
@@ -56,7 +58,13 @@ class Counters:
 
     @property
     def skipped_all(self) -> int:
-        return self.skipped + self.skipped_failed + self.skipped_name_taken + self.other_shards
+        return (
+            self.skipped
+            + self.skipped_failed
+            + self.skipped_name_taken
+            + self.other_shards
+            + self.skipped_invalid
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The counts for a summary (live flags left out)."""

@@ -16,7 +16,8 @@ from typing import Any
 from ._aws import open_clients
 from ._calls import Caller
 from ._counters import Counters
-from ._job import Source, as_batches, done_ids, job_planner
+from ._entries import Source, as_batches, done_ids
+from ._job import job_planner
 from ._meters import Meters
 from ._models import Invalid
 from ._plan import tally

@@ -12,9 +12,8 @@ act on a stale read), then preflight, then the run's records.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,27 +25,24 @@ import anyio.to_thread
 from ._aws import A2I_SERVICE, Clients, open_clients, versions
 from ._calls import Caller
 from ._counters import Counters
+from ._entries import Source, as_batches, done_ids
 from ._errors import A2IBatchError, LedgerWriteError, raise_first
 from ._log import get_logger
 from ._meters import Meters
-from ._models import Invalid, Item, Outcome, TaskType
+from ._models import Outcome, TaskType
 from ._naming import Namer
 from ._plan import Planner, tally
 from ._preflight import PreflightReport, preflight
 from ._recovery import recovered_names
+from ._resuming import Resumption, read_resumable
 from ._retry import RetryPolicy
 from ._runner import Runner, RunOptions
 from ._settings import SubmitSettings
 from ._tasks import RequestOptions, TaskAdapter, adapter_for
-from .ledger import JobHeader, LedgerIndex, LedgerWriter, Location, location_for, read_ledger
-from .manifest import DoneIds, Entry, read_manifest_batches
+from .ledger import JobHeader, LedgerIndex, LedgerWriter, Location, location_for
+from .manifest import Entry, read_manifest_batches
 
 log = get_logger()
-
-Source = AsyncIterable[Item | Invalid] | Iterable[Item | Invalid]
-
-#: a plain iterable of items lets other tasks run after this many entries
-_ITEMS_PER_CHECKPOINT = 256
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,9 @@ class Summary:
     elapsed: float
     stopped: bool = False  # a graceful stop was requested before the manifest's end
     aborted: str | None = None  # why the job stopped early, if it did
+    #: the manifest was read from after this line: the lines before were settled, as the
+    #: ledger's resume point says (they are counted, as ``skipped...``, not read again)
+    resumed_after_line: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -67,7 +66,14 @@ class Summary:
         if self.stopped:
             return 130
         c = self.counts
-        attention = ("failed", "invalid", "skipped_failed", "unverified", "name_taken")
+        attention = (
+            "failed",
+            "invalid",
+            "skipped_invalid",
+            "skipped_failed",
+            "unverified",
+            "name_taken",
+        )
         return 1 if any(c.get(name) for name in attention) else 0
 
     def to_record(self) -> dict[str, Any]:
@@ -78,36 +84,6 @@ class Summary:
             "stopped": self.stopped,
             "aborted": self.aborted,
         }
-
-
-async def as_async(source: Source) -> AsyncIterator[Item | Invalid]:
-    """`source` as an async iterator.  A plain iterable yields to the event loop every
-    `_ITEMS_PER_CHECKPOINT` entries: often enough that skipping a long run of done items
-    starves nothing, seldom enough to cost nothing per item."""
-    if isinstance(source, AsyncIterable):
-        async for entry in source:
-            yield entry
-    else:
-        for n, entry in enumerate(source, 1):
-            yield entry
-            if not n % _ITEMS_PER_CHECKPOINT:
-                await anyio.lowlevel.checkpoint()
-
-
-async def as_batches(source: Source) -> AsyncIterator[list[Entry]]:
-    """`source`'s entries one per list, in the shape `read_manifest_batches` hands out."""
-    async for entry in as_async(source):
-        yield [entry]
-
-
-def done_ids(settings: SubmitSettings, index: LedgerIndex | None) -> DoneIds | None:
-    """What lets the manifest reader pass over the lines whose ids the ledger has done,
-    without checking or building them (a rerun past a million done items); None where
-    there is nothing done, or where a shard must first tell its items from other shards'
-    (the plan counts those apart)."""
-    if index is None or not len(index) or settings.shards > 1:
-        return None
-    return DoneIds(index.table, index.done_values())
 
 
 def is_s3(settings: SubmitSettings) -> bool:
@@ -244,9 +220,8 @@ class Job:
             )
             if files.ledger.tightened:
                 log.warning("ledger_mode_tightened", ledger=store.label, mode="0600")
-            index = await anyio.to_thread.run_sync(
-                functools.partial(read_ledger, files.ledger, path=location.label),
-                abandon_on_cancel=True,
+            index, resumption = await read_resumable(
+                s, location, files.ledger, self.counters, items=self._items is not None
             )
             await location.read_into(index, exclude=store.ident)
             index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
@@ -258,7 +233,7 @@ class Job:
             if index.repaired_bytes:
                 log.warning("ledger_tail_cut", ledger=store.label, bytes=index.repaired_bytes)
             if s.preflight:
-                self.preflight_report = await self._preflight(clients, index, caller)
+                self.preflight_report = await self._preflight(clients, index, caller, resumption)
             writer = await stack.enter_async_context(
                 LedgerWriter.open(
                     files.ledger,
@@ -272,18 +247,20 @@ class Job:
                 adapter=self.adapter,
                 clients=clients,
                 writer=writer,
-                planner=job_planner(
-                    s, index, unique=self._items is not None, recovered=recovered
-                ),
+                planner=job_planner(s, index, unique=self._items is not None, recovered=recovered),
                 caller=caller,
                 settings=self._run_options(),
                 on_outcome=on_outcome,
+                marking=None if resumption is None else resumption.marking,
             )
             self._runner = runner
             if self._stop_requested:
                 runner.stop()
             try:
-                await runner.run(self._source(clients))
+                async with AsyncExitStack() as keeping:
+                    if resumption is not None:
+                        await keeping.enter_async_context(resumption.keeping(writer))
+                    await runner.run(self._source(clients, resumption))
             except A2IBatchError as error:
                 aborted = error
             if aborted is None and not runner.stopping and hasattr(store, "finished"):
@@ -300,6 +277,7 @@ class Job:
 
     def _summary(self, aborted: BaseException | None) -> Summary:
         elapsed = time.monotonic() - (self.started_at or time.monotonic())
+        marking = self._runner.marking if self._runner is not None else None
         return Summary(
             ledger=str(self.settings.ledger),
             task=self.settings.task.value,
@@ -307,10 +285,15 @@ class Job:
             elapsed=elapsed,
             stopped=self._stop_requested,
             aborted=None if aborted is None else str(aborted),
+            resumed_after_line=marking.resumed_after if marking is not None else None,
         )
 
     async def _preflight(
-        self, clients: Clients, index: LedgerIndex, caller: Caller
+        self,
+        clients: Clients,
+        index: LedgerIndex,
+        caller: Caller,
+        resumption: Resumption | None,
     ) -> PreflightReport | None:
         """Check the flow definition, buckets and cost before the first call that costs.
 
@@ -326,6 +309,7 @@ class Job:
                 s3_client=clients.s3_if_open,
                 max_lines=s.max_lines,
                 done=done_ids(s, index),
+                start=None if resumption is None else resumption.start,
             )
             scan = await tally(job_planner(s, index, unique=False), batches, details=True)
             if scan.to_send == 0:
@@ -360,16 +344,21 @@ class Job:
             services["s3"] = 16
         return await open_clients(stack, self.settings.aws, self._session, services)
 
-    def _source(self, clients: Clients) -> AsyncIterator[list[Entry]]:
+    def _source(
+        self, clients: Clients, resumption: Resumption | None
+    ) -> AsyncIterator[list[Entry]]:
         if self._items is not None:
             return as_batches(self._items)
         s = self.settings
+        marked = resumption is not None and resumption.marking is not None
         return read_manifest_batches(
             s.manifest,
             s.task,
             s3_client=clients.s3_if_open,
             max_lines=s.max_lines,
             done=done_ids(s, self.index),
+            start=None if resumption is None else resumption.start,
+            boundaries=resumption.boundary if marked and resumption else None,
         )
 
 

@@ -25,7 +25,6 @@ import orjson
 
 from ._counters import Counters
 from ._errors import ConfigError, setting
-from ._idtable import digest
 from ._job import job_planner
 from ._models import (
     MAX_INPUT_CONTENT_CHARS,
@@ -41,7 +40,6 @@ from ._plan import Planner, Resend, Skip
 from ._settings import SubmitSettings
 from ._tasks import TaskAdapter
 from .ledger import LedgerIndex
-from .ledger._index import INVALID_VALUE, PENDING, STATE_MASK, STATE_VALUES, UNVERIFIED_VALUE
 from .manifest import MAX_ID_CHARS
 
 if TYPE_CHECKING:
@@ -110,16 +108,9 @@ class Recall:
         """Put a decided outcome into the index as the ledger's reader would on the next
         start, and (whole: ARN, activation, error) into the recent outcomes."""
         assert outcome.id is not None
-        table = self.index.table
-        key = digest(outcome.id)
-        old = table.get(key, 0)
-        code = STATE_VALUES[outcome.status.value]
-        if code == INVALID_VALUE:
-            if not old & STATE_MASK:  # an invalid item never undoes its id's real state
-                table.set(key, old | code)
+        self.index.note_outcome(outcome.id, outcome.status)
+        if outcome.status is Status.INVALID:
             return
-        pending = PENDING if code == UNVERIFIED_VALUE else 0  # a later submit checks first
-        table.set(key, (old & ~(STATE_MASK | PENDING)) | code | pending)
         if self._size:
             recent = self._recent
             recent[outcome.id] = outcome
@@ -129,8 +120,7 @@ class Recall:
 
     def pending(self, item_id: str) -> None:
         """A send ended without an outcome: its intent is pending, as on the next start."""
-        key = digest(item_id)
-        self.index.table.set(key, self.index.table.get(key, 0) | PENDING)
+        self.index.note_pending(item_id)
         self._recent.pop(item_id, None)
 
     @property

@@ -17,6 +17,7 @@ from ._aws import Clients
 from ._calls import Caller
 from ._counters import Counters
 from ._errors import A2IBatchError, JobAborted, SourceError, setting
+from ._marks import INVALID, OTHER_SHARD, SKIPPED, SKIPPED_FAILED, SKIPPED_NAME_TAKEN, Marking
 from ._models import Invalid, Item, Outcome, Status
 from ._plan import Planner, Resend, Skip
 from ._pool import WorkerPool
@@ -26,6 +27,12 @@ from .ledger import LedgerWriter
 from .manifest import Entry
 
 OutcomeHook = Callable[[Outcome], Awaitable[None]]
+_SKIP_CODES = {
+    Skip.DONE: SKIPPED,
+    Skip.FAILED: SKIPPED_FAILED,
+    Skip.NAME_TAKEN: SKIPPED_NAME_TAKEN,
+    Skip.OTHER_SHARD: OTHER_SHARD,
+}
 _SKIP_COUNTERS = {
     Skip.DONE: "skipped",
     Skip.FAILED: "skipped_failed",
@@ -57,8 +64,11 @@ class Runner:
         caller: Caller,
         settings: RunOptions,
         on_outcome: OutcomeHook | None = None,
+        marking: Marking | None = None,
     ) -> None:
         self.adapter = adapter
+        #: which lines are settled, for a resume point's mark (a local manifest only)
+        self.marking = marking
         self.writer = writer
         self.planner = planner
         self.caller = caller
@@ -72,7 +82,7 @@ class Runner:
         self._batch: list[Entry] = []  # the batch being taken from, and the next entry's place
         self._at = 0
         self._source_error: SourceError | None = None
-        self.pool: WorkerPool[tuple[Item, str, bool]] = WorkerPool(
+        self.pool: WorkerPool[tuple[Item, str, bool, int]] = WorkerPool(
             caller.meters.cap, self._take, self._process
         )
 
@@ -100,14 +110,15 @@ class Runner:
 
     # -- taking entries ----------------------------------------------------------------
 
-    async def _take(self) -> tuple[Item, str, bool] | None:
-        """The next item to send, its loop name and whether it is ambiguous; None once the
-        source is drained or the job stops.  Entries that need no call are settled here,
-        by whichever worker reads them."""
+    async def _take(self) -> tuple[Item, str, bool, int] | None:
+        """The next item to send, its loop name, whether it is ambiguous and its ordinal
+        (for the marking; -1 without); None once the source is drained or the job stops.
+        Entries that need no call are settled here, by whichever worker reads them."""
         batches = self._batches
         assert batches is not None
         decide = self.planner.decide
         counters = self.counters
+        marking = self.marking
         while not self.pool.stopped:
             batch, at = self._batch, self._at
             if at == len(batch):
@@ -146,22 +157,30 @@ class Runner:
             elif kind is Skip:
                 name = _SKIP_COUNTERS[decision]  # type: ignore[index]
                 setattr(counters, name, getattr(counters, name) + 1)
+                if marking is not None:
+                    marking.taken(_SKIP_CODES[decision])  # type: ignore[index]
                 continue
             else:
                 assert isinstance(decision, Invalid)
                 await self._record(invalid_outcome(decision))
+                if marking is not None:
+                    marking.taken(INVALID)
                 continue
             if self.pool.stopped:
                 return None  # read while stopping: left for the next run, like any unread entry
             assert isinstance(item, Item)
-            return item, str(decision), ambiguous
+            ordinal = -1 if marking is None else marking.taken(0)
+            return item, str(decision), ambiguous, ordinal
         return None
 
-    async def _process(self, taken: tuple[Item, str, bool]) -> None:
-        item, name, ambiguous = taken
+    async def _process(self, taken: tuple[Item, str, bool, int]) -> None:
+        item, name, ambiguous, ordinal = taken
         self.counters.in_flight += 1
         try:
-            await self._record(await self.sender.send(item, name, ambiguous))
+            outcome = await self.sender.send(item, name, ambiguous)
+            await self._record(outcome)
+            if self.marking is not None:
+                self.marking.settled(ordinal, outcome.status)
         finally:
             self.counters.in_flight -= 1
 

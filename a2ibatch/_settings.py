@@ -95,6 +95,9 @@ class SubmitSettings:
     #: a ledger in S3: how long its lease lasts unrenewed (a lost container's shard is taken
     #: over after this)
     lease_seconds: float = 60.0
+    #: a ledger in one local file: how often the job saves its resume point (the ledger's
+    #: index and the manifest's settled prefix, so that a rerun need not read them again)
+    resume_interval: float = 30.0
     #: on a graceful stop, how long calls in flight may take to finish
     grace_period: float = 30.0
     #: checks before spending (flow definition, region, CORS, PII rule, cost)
@@ -121,8 +124,14 @@ class SubmitSettings:
             raise ConfigError(f"{setting('concurrency')} must be at least 1")
         if self.max_attempts < 1:
             raise ConfigError(f"{setting('max_attempts')} must be at least 1")
-        for name in ("checkpoint_interval", "quota_pause", "quota_wait_limit", "outage_limit",
-                     "grace_period"):
+        for name in (
+            "checkpoint_interval",
+            "quota_pause",
+            "quota_wait_limit",
+            "outage_limit",
+            "grace_period",
+            "resume_interval",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{setting(name)} must be a number of seconds, at least 0")

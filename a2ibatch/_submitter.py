@@ -28,8 +28,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._aws import A2I_SERVICE, open_clients, versions
 from ._calls import Caller
 from ._counters import Counters
+from ._entries import as_async
 from ._errors import ConfigError, JobAborted, LedgerWriteError, SourceError, setting
-from ._job import Summary, as_async
+from ._job import Summary
 from ._log import get_logger
 from ._meters import InFlightCap, Meters
 from ._models import Invalid, Item, Outcome, Status

@@ -132,6 +132,10 @@ def summary_rows(summary: Summary, repaired_bytes: int = 0) -> list[tuple[str, A
     ]
     if c.get("skipped_name_taken"):
         rows.append(("name taken earlier (skipped)", c["skipped_name_taken"]))
+    if c.get("skipped_invalid"):
+        rows.append(("invalid lines before the resume point", c["skipped_invalid"]))
+    if c.get("other_shards"):
+        rows.append(("other shards' items", c["other_shards"]))
     if c.get("reanalysed"):
         rows.append(("analysed again after a lost answer", c["reanalysed"]))
     rows += [
@@ -142,6 +146,8 @@ def summary_rows(summary: Summary, repaired_bytes: int = 0) -> list[tuple[str, A
     ]
     if c.get("unreachable_seconds"):
         rows.append(("waited for the endpoint", f"{c['unreachable_seconds']:.1f} s"))
+    if summary.resumed_after_line:
+        rows.append(("resumed after manifest line", summary.resumed_after_line))
     rows += [
         ("elapsed", f"{summary.elapsed:.1f} s"),
         ("items/s", f"{_per_second(c, summary.elapsed):.1f}"),

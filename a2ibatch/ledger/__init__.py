@@ -7,7 +7,9 @@
   `_s3store`: a ledger in S3 (segments, a lease);
 * `_reader`: the one reader (`read_ledger`), used by submit, status and every lifecycle command,
   building a `LedgerIndex` (`_index`);
-* `_writer`: the one writer, in run or append mode.
+* `_writer`: the one writer, in run or append mode;
+* `_resume`: a local ledger's resume point (its index saved, and the manifest's mark), so
+  that a rerun need not read the whole ledger and manifest again.
 
 ``docs/ledger.md`` describes the format and the guarantees.
 """
@@ -35,12 +37,14 @@ from ._location import (
     read_location,
 )
 from ._reader import load_ledger, read_ledger
+from ._resume import RESUME_SUFFIX, ManifestMark, ResumeKeeper, keeper_for, load_resume, new_index
 from ._store import LedgerStore, LocalStore, RunFiles, open_writer
 from ._writer import LedgerWriter
 
 __all__ = [
     "FINAL_STATUSES",
     "MAX_LINE_BYTES",
+    "RESUME_SUFFIX",
     "SIDECAR_SUFFIX",
     "DirectoryLocation",
     "FileLocation",
@@ -52,19 +56,24 @@ __all__ = [
     "LocalStore",
     "Location",
     "LoopState",
+    "ManifestMark",
+    "ResumeKeeper",
     "Row",
     "RunFiles",
     "append_all_to",
     "dumps",
     "is_directory",
     "iso_time",
+    "keeper_for",
     "last_line_end",
     "last_record",
     "ledger_name",
     "load_ledger",
+    "load_resume",
     "location_for",
     "loop_action_record",
     "loop_status_record",
+    "new_index",
     "open_writer",
     "outcome_record",
     "parse_time",

@@ -9,11 +9,12 @@ rows of chosen states (`Row`).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from .._errors import LedgerError
-from .._idtable import IdTable, digest
+from .._idtable import HASH, MASK64, IdTable
 from .._models import Status, TaskType
 from ._format import JobHeader
 
@@ -73,26 +74,67 @@ class LedgerIndex:
     runs: int = 0  # job records: how many runs wrote to the ledger
     repaired_bytes: int = 0  # bytes of torn tail cut off while reading
     invalid_lines: int = 0  # invalid outcomes of the last run (lines, with or without an id)
+    #: of the last file read: its complete lines read, and the offset just after them
+    lines: int = 0
+    read_to: int = 0
     #: (first, last) record time of each run, in order
     run_spans: list[tuple[str, str]] = field(default_factory=list)
     loops: dict[str, LoopState] = field(default_factory=dict)  # by loop name, if asked
     intents: set[str] = field(default_factory=set)  # intents' loop names, if asked
     rows: list[Row] = field(default_factory=list)  # of the selected states, if asked
+    #: the ids' hash: the process's `hash` (fast), or a keyed digest that is the same in
+    #: every process (`keyed_hash`), for an index saved in a resume point and loaded again
+    hash: Callable[[str], int] = HASH
+    hash_key: bytes | None = None  # the key of a keyed `hash`
+
+    def key_of(self, item_id: str) -> int:
+        """`item_id`'s key in `table`."""
+        return (self.hash(item_id) & MASK64) or 1
+
+    def note_outcome(self, item_id: str, status: Status) -> None:
+        """Update `item_id`'s state as the reader does for an outcome record: an invalid
+        outcome never undoes its id's real state; an unverified one leaves it pending."""
+        table = self.table
+        key = self.key_of(item_id)
+        old = table.get(key, 0)
+        code = STATE_VALUES[status.value]
+        if code == INVALID_VALUE:
+            if not old & STATE_MASK:
+                table.set(key, old | code)
+            return
+        pending = PENDING if code == UNVERIFIED_VALUE else 0
+        table.set(key, (old & ~(STATE_MASK | PENDING)) | code | pending)
+
+    def note_pending(self, item_id: str) -> None:
+        """`item_id` has an intent with no outcome since (a rerun checks it first)."""
+        key = self.key_of(item_id)
+        self.table.set(key, self.table.get(key, 0) | PENDING)
+
+    def copy(self) -> LedgerIndex:
+        """An independent copy of the identity, counts and table (not loops nor rows)."""
+        return replace(
+            self,
+            table=self.table.copy(),
+            run_spans=list(self.run_spans),
+            loops={},
+            intents=set(),
+            rows=[],
+        )
 
     def state(self, item_id: str) -> Status | None:
         """The status of `item_id`'s last outcome; None when it has none."""
-        code = self.table.get(digest(item_id), 0) & STATE_MASK
+        code = self.table.get(self.key_of(item_id), 0) & STATE_MASK
         return STATUSES[code - 1] if code else None
 
     def lookup(self, item_id: str) -> tuple[Status | None, bool]:
         """(the state of `item_id`, whether it has a pending intent), in one probe."""
-        value = self.table.get(digest(item_id), 0)
+        value = self.table.get(self.key_of(item_id), 0)
         code = value & STATE_MASK
         return (STATUSES[code - 1] if code else None), bool(value & PENDING)
 
     def has_pending_intent(self, item_id: str) -> bool:
         """Whether a call for `item_id` may have reached the service with no outcome since."""
-        return bool(self.table.get(digest(item_id), 0) & PENDING)
+        return bool(self.table.get(self.key_of(item_id), 0) & PENDING)
 
     @property
     def pending(self) -> int:
@@ -136,7 +178,7 @@ class LedgerIndex:
             )
 
     def __contains__(self, item_id: object) -> bool:
-        return isinstance(item_id, str) and digest(item_id) in self.table
+        return isinstance(item_id, str) and self.key_of(item_id) in self.table
 
     def __len__(self) -> int:
         return len(self.table)

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from .._errors import LedgerError
-from .._idtable import HASH, MASK64
+from .._idtable import MASK64
 from .._models import Status
 from ._files import LedgerFile
 from ._format import JobHeader
@@ -78,6 +78,7 @@ class _Reader:
         self.rows_without_id: list[Row] = []
         self.span: list[str] = []  # [first, last] record time of the current run
         self.invalid_lines = 0
+        self.new_run = False  # a job record was read (a run's invalid lines start again)
 
     def feed(self, lines: list[bytes], offset: int) -> None:
         # The hot loop: one parse and a table update per line on a rerun's path; every
@@ -90,7 +91,7 @@ class _Reader:
         used = table.used
         loads = orjson.loads
         codes = STATE_VALUES
-        hash_ = HASH
+        hash_ = self.index.hash
         broken = self.broken
         other = self._other
         outcome_other = self.want_loops or self.select is not None
@@ -253,6 +254,7 @@ class _Reader:
         index = self.index
         index.runs += 1
         self.invalid_lines = 0
+        self.new_run = True
         self.rows_without_id.clear()
         at = record.get("at")
         if isinstance(at, str) and self.want_loops:
@@ -295,6 +297,8 @@ def read_ledger(
     select: Collection[Status] | None = None,
     repair: bool = True,
     into: LedgerIndex | None = None,
+    start: int = 0,
+    lines_before: int = 0,
 ) -> LedgerIndex:
     """Read the whole ledger in `file` (None: an empty ledger at `path`) into an index.
 
@@ -304,23 +308,30 @@ def read_ledger(
     intent's loop name; with `select`, a `Row` per item whose last state is selected (and
     per invalid line of the last run).  With `into`, the ledger is read into an index of
     other ledgers of the same job (a location's): an item done in any of them stays done.
+    With `start`, the bytes from that offset of the ledger `into` holds up to there (a
+    resume point's), the first `lines_before` lines, are read into it: the same result as
+    reading the whole ledger.
     """
     label = path or (file.path if file is not None else "")
     index = into if into is not None else LedgerIndex(label)
     if file is None:
         return index
-    if into is not None:
+    if into is not None and not start:
         index.settle()
     reader = _Reader(index, loops, intents, select, label)
+    if start:
+        reader.header, reader.lineno = index.header, lines_before
     records_before = index.records
     cut: int | None = None
     try:
         size = file.size()
-        for lines, offset in file.lines():
+        end = start
+        for lines, offset in file.lines(start):
             if offset < 0:
                 cut = -1 - offset  # an incomplete (or over-long) last line
             else:
                 reader.feed(lines, offset)  # an over-long line is a broken one (TOO_LONG)
+                end = offset + sum(map(len, lines)) + len(lines)
     except OSError as exc:
         raise LedgerError(f"cannot read ledger {label}: {exc.strerror or exc}") from None
     if reader.broken is not None:
@@ -335,7 +346,11 @@ def read_ledger(
             if file.locked:
                 raise
             # Another process writes the ledger: its tail is its own business; read only.
-    index.invalid_lines += reader.invalid_lines
+    if start and reader.new_run:
+        index.invalid_lines = reader.invalid_lines
+    else:
+        index.invalid_lines += reader.invalid_lines
+    index.lines, index.read_to = reader.lineno, end if cut is None else min(end, cut)
     if select is not None:
         index.rows.extend([*reader.rows_without_id, *reader.rows.values()])
         index.rows.sort(key=lambda row: (row.line is None, row.line or 0))

@@ -13,7 +13,8 @@ become an item is an `Invalid` with a reason that never quotes the line.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, Literal
 
 import anyio
@@ -26,7 +27,7 @@ from ._csv import CSV_COLUMNS, CsvParser
 from ._jsonl import DONE, Done, DoneIds, JsonlParser
 from ._lines import MAX_LINE_BYTES, LineSplitter
 from ._rules import MAX_ID_CHARS
-from ._sources import open_source
+from ._sources import ManifestStart, _FileReader, open_source
 
 #: what the reader hands out per line: an item, why a line is not one, or `DONE`
 Entry = Item | Invalid | Done
@@ -36,9 +37,11 @@ __all__ = [
     "DONE",
     "MAX_ID_CHARS",
     "MAX_LINE_BYTES",
+    "Boundary",
     "Done",
     "DoneIds",
     "Entry",
+    "ManifestStart",
     "read_manifest",
     "read_manifest_batches",
 ]
@@ -51,6 +54,20 @@ __all__ = [
 BATCH_LINES: Final = 256
 #: lines checked between two chances for the event loop to run other tasks
 CHECKPOINT_LINES: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """A place between two lines of a local JSON Lines manifest where a mark may be taken:
+    the first `entries` entries handed out (this read's) are those of lines up to `line`,
+    line `line` + 1 starts at `offset`, and the file's bytes [0, verify_end) have the
+    SHA-256 `digest`."""
+
+    entries: int
+    line: int
+    offset: int
+    verify_end: int
+    digest: str
 
 
 async def read_manifest(
@@ -104,6 +121,8 @@ async def read_manifest_batches(
     stdin: BinaryIO | None = None,
     max_lines: int | None = None,
     done: DoneIds | None = None,
+    start: ManifestStart | None = None,
+    boundaries: Callable[[Boundary], None] | None = None,
 ) -> AsyncGenerator[list[Entry], None]:
     """`read_manifest`'s entries in lists of at most `BATCH_LINES` lines' worth.
 
@@ -111,21 +130,41 @@ async def read_manifest_batches(
     handles every entry alike (a dry run) saves an async generator round trip per line.
     Lists may be empty, and the caller may keep them.  With `done` (JSON Lines), a line whose
     id the ledger has done comes as `DONE`, neither checked nor built.
+
+    For a resumable job (a local, plain JSON Lines file): `boundaries` is told of each
+    `Boundary` as the reading passes it, and with `start` (a mark's), the reading starts
+    after the mark's line if the file's bytes up to the mark are unchanged, as if the lines
+    before had been read (the duplicate-id check aside: see docs/ledger.md).
     """
     task = TaskType(task)
     if format not in ("auto", "jsonl", "csv"):
         raise ConfigError(f"unknown manifest format {printable(format)!r}; use auto, jsonl or csv")
     name = source.lower().removesuffix(".gz")
     is_csv = format == "csv" or (format == "auto" and name.endswith(".csv"))
-    reader = await open_source(source, s3_client, stdin)
+    marks = not is_csv and (boundaries is not None or start is not None)
+    reader = await open_source(
+        source,
+        s3_client,
+        stdin,
+        start=start if marks else None,
+        track=marks and boundaries is not None,
+    )
     try:
-        lines = LineSplitter()
+        files = reader if isinstance(reader, _FileReader) else None
+        if files is not None and start is not None:
+            await files.begin()  # verify the mark and seek past it, or start at the top
+        resumed = files is not None and files.resumed
+        lines = LineSplitter(at_start=not resumed)
         parser: JsonlParser | CsvParser = (
             CsvParser(task, "on stdin" if source == "-" else printable(source))
             if is_csv
             else JsonlParser(task, done)
         )
-        lineno = 1  # the number of the next line `lines` hands out
+        lineno = start.line + 1 if resumed and start is not None else 1
+        entries = 0  # entries handed out
+        tell = boundaries if files is not None and files.tracking and not is_csv else None
+        if tell is not None and files is not None:
+            tell(Boundary(0, lineno - 1, files.consumed, files.consumed, files.digest))
         unchecked = 0  # lines handed out since the event loop last had a chance to run
         estimated = reader.size is None
         while True:
@@ -142,7 +181,9 @@ async def read_manifest_batches(
                         f"manifest {printable(source)} has more than {max_lines} lines "
                         f"({setting('max_lines')}): is it the right file?"
                     )
-                yield parser.feed(part, lineno, final and n == last)
+                out = parser.feed(part, lineno, final and n == last)
+                entries += len(out)
+                yield out
                 lineno += len(part)
                 unchecked += len(part)
                 if unchecked >= CHECKPOINT_LINES:
@@ -150,6 +191,11 @@ async def read_manifest_batches(
                     await anyio.lowlevel.checkpoint()
             if final:
                 return
+            if tell is not None and files is not None and files.tracking:
+                pending = lines.pending
+                if pending is not None:
+                    consumed = files.consumed
+                    tell(Boundary(entries, lineno - 1, consumed - pending, consumed, files.digest))
             if not estimated and reader.used and reader.size:
                 # Size the duplicate-id table once rather than grow it step by step.
                 estimated = True

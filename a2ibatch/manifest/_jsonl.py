@@ -3,6 +3,7 @@ probed inline."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -31,6 +32,7 @@ class DoneIds:
 
     table: IdTable
     values: frozenset[int]
+    hash: Callable[[str], int] = HASH  # the table's hash of ids
 
 
 class JsonlParser:
@@ -68,6 +70,7 @@ class JsonlParser:
         if done is not None:
             done_keys, done_values, done_mask = done.table.keys, done.table.values, done.table.mask
             done_codes = done.values
+            done_hash = None if done.hash is hash_ else done.hash
         for raw in lines:
             lineno += 1
             try:
@@ -93,9 +96,10 @@ class JsonlParser:
                     firsts[slot] = lineno
                     used += 1
                     if done is not None:
-                        at = digest & done_mask
+                        key = digest if done_hash is None else (done_hash(item_id) & MASK64) or 1
+                        at = key & done_mask
                         held = done_keys[at]
-                        while held != digest and held:
+                        while held != key and held:
                             at = (at + 1) & done_mask
                             held = done_keys[at]
                         if held and done_values[at] & 0xFF in done_codes:

@@ -19,11 +19,16 @@ class LineSplitter:
     `TOO_LONG` marker, so that it costs no memory and keeps its line number.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, at_start: bool = True) -> None:
         self._parts: list[bytes] = []  # the current unfinished line
         self._size = 0
         self._skipping = False  # inside a line that is too long
-        self._first = True
+        self._first = at_start  # a byte order mark may come first
+
+    @property
+    def pending(self) -> int | None:
+        """Bytes of the unfinished line held back; None inside an over-long line."""
+        return None if self._skipping else self._size
 
     def feed(self, chunk: bytes) -> list[bytes]:
         out: list[bytes] = []

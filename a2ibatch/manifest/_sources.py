@@ -9,11 +9,13 @@ so it is refused before opening (stdin, ``-``, may be a pipe).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
 import anyio
@@ -88,6 +90,14 @@ class Decoder:
         self._given = 0
 
     @property
+    def gzip(self) -> bool:
+        return self._gzip is True
+
+    def plain(self) -> None:
+        """The bytes are known to be plain (not gzip) whatever they start with."""
+        self._gzip = False
+
+    @property
     def used(self) -> int:
         """Raw bytes turned into manifest bytes so far (to estimate the manifest's size)."""
         return self._given - len(self._head) - len(self._plain) - self._inflater.pending
@@ -132,11 +142,34 @@ class Decoder:
         return b"" if self._end else None
 
 
+@dataclass(frozen=True)
+class ManifestStart:
+    """Where a rerun may start reading a manifest: at `offset`, the start of line `line` + 1,
+    if the file's bytes [0, verify_end) still have the SHA-256 `digest` (the file is the
+    one the mark was taken in, perhaps grown since)."""
+
+    line: int
+    offset: int
+    verify_end: int
+    digest: str
+
+
 class _FileReader:
-    """Chunks of a local file or of stdin, read and decompressed in a worker thread."""
+    """Chunks of a local file or of stdin, read and decompressed in a worker thread.
+
+    With `track`, a plain file's bytes are hashed as they are read (`consumed`, `digest`:
+    what a mark records); with `start`, reading starts there if the file's first bytes are
+    still those the mark saw (`resumed` says whether it did)."""
 
     def __init__(
-        self, stream: BinaryIO, label: str, gz_name: bool, owned: bool, size: int | None
+        self,
+        stream: BinaryIO,
+        label: str,
+        gz_name: bool,
+        owned: bool,
+        size: int | None,
+        start: ManifestStart | None = None,
+        track: bool = False,
     ) -> None:
         self.size = size  # raw bytes in all, when known
         self._stream = stream
@@ -145,8 +178,45 @@ class _FileReader:
         self._decoder = Decoder(label, gz_name)
         read1 = getattr(stream, "read1", None)  # a pipe's data as soon as some is there
         self._read: Callable[[int], bytes] = read1 if callable(read1) else stream.read
+        self._start = start
+        self._hash: Any = hashlib.sha256() if track or start is not None else None
+        self.resumed = False
+        self.consumed = 0  # bytes hashed: the file's first `consumed` bytes
+        self.digest = hashlib.sha256().hexdigest()  # ... and their digest
+
+    def _begin(self) -> None:
+        """Verify the mark's bytes and seek past them, or start from the beginning."""
+        start, self._start = self._start, None
+        assert start is not None
+        h = hashlib.sha256()
+        at_offset: Any = None
+        position = 0
+        try:
+            for limit in (start.offset, start.verify_end):
+                while position < limit:
+                    piece = self._stream.read(min(CHUNK_BYTES, limit - position))
+                    if not piece:
+                        break
+                    h.update(piece)
+                    position += len(piece)
+                if limit == start.offset and position == limit:
+                    at_offset = h.copy()
+            same = position == start.verify_end and h.hexdigest() == start.digest
+            if same and at_offset is not None:
+                # The same bytes the mark hashed: a plain file (the mark was taken in one).
+                self._stream.seek(start.offset)
+                self._hash, self.consumed, self.resumed = at_offset, start.offset, True
+                self._decoder.plain()
+                return
+            self._stream.seek(0)
+        except OSError as exc:
+            cause = exc.strerror or type(exc).__name__
+            raise ManifestError(f"cannot read manifest {self._label}: {cause}") from None
+        self._hash = hashlib.sha256()
 
     def _next(self) -> bytes:
+        if self._start is not None:
+            self._begin()
         decoder = self._decoder
         while (piece := decoder.take()) is None:
             try:
@@ -155,7 +225,24 @@ class _FileReader:
                 cause = exc.strerror or type(exc).__name__
                 raise ManifestError(f"cannot read manifest {self._label}: {cause}") from None
             decoder.give(raw)
+            if self._hash is not None:
+                if decoder.gzip:
+                    self._hash = None  # a mark needs a seekable file: not a gzip stream
+                else:
+                    self._hash.update(raw)
+                    self.consumed += len(raw)
+        if self._hash is not None:
+            self.digest = self._hash.copy().hexdigest() if piece else self.digest
         return piece
+
+    async def begin(self) -> None:
+        """With a start: verify the mark and seek past it (or start at the top), now."""
+        if self._start is not None:
+            await anyio.to_thread.run_sync(self._begin)
+
+    @property
+    def tracking(self) -> bool:
+        return self._hash is not None
 
     @property
     def used(self) -> int:
@@ -235,10 +322,16 @@ class _S3Reader:
 
 
 async def open_source(
-    source: str, s3_client: Any | None, stdin: BinaryIO | None
+    source: str,
+    s3_client: Any | None,
+    stdin: BinaryIO | None,
+    *,
+    start: ManifestStart | None = None,
+    track: bool = False,
 ) -> _FileReader | _PipeReader | _S3Reader:
     """A reader of the manifest's bytes: ``await read()`` (b"" at the end), ``await aclose()``,
-    and `size` and `used`, the raw bytes in all (None when unknown) and consumed so far."""
+    and `size` and `used`, the raw bytes in all (None when unknown) and consumed so far.
+    `start` and `track` apply to a local file (see `_FileReader`), and are ignored else."""
     gz_name = source.lower().endswith(".gz")
     if source == "-":
         if stdin is None:
@@ -271,7 +364,9 @@ async def open_source(
         os.close(fd)
         raise ManifestError(f"cannot open manifest {label}: not a regular file")
     stream = os.fdopen(fd, "rb", buffering=0)
-    return _FileReader(stream, label, gz_name, owned=True, size=info.st_size)
+    return _FileReader(
+        stream, label, gz_name, owned=True, size=info.st_size, start=start, track=track
+    )
 
 
 async def _open_s3(source: str, s3_client: Any | None, gz_name: bool) -> _S3Reader:
