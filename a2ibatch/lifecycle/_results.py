@@ -32,7 +32,7 @@ from .._calls import CallFailed
 from .._errors import ConfigError, setting
 from .._log import get_logger
 from .._meters import InFlightCap
-from .._models import Invalid
+from .._models import Item
 from .._pool import fan_out
 from .._retry import RetryPolicy
 from .._settings import AwsSettings
@@ -327,7 +327,7 @@ async def _join_manifest(
     found: dict[str, dict[str, Any]] = {}
     s3 = job.clients.s3_if_open
     async for entry in read_manifest(manifest, job.settings.task, s3_client=s3):
-        if isinstance(entry, Invalid) or entry.id not in wanted:
+        if not isinstance(entry, Item) or entry.id not in wanted:
             continue
         value: Any
         if entry.input_content is not None:
