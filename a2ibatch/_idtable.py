@@ -5,7 +5,8 @@ id, to refuse a repeated one), the ledger index (each id's state) and the planne
 library caller hands over (ids seen so far).  A dict keyed by the id strings costs over 150
 bytes per id; a dict of 64-bit digests about 100.  This table keeps a 64-bit digest and a
 32-bit value per slot in two flat arrays, open addressing with linear probing, at most 5/8
-full: 12 bytes a slot, 12 to 19 bytes per id, never a Python object per id.
+full: 12 bytes a slot, so 19 to 38 bytes an id (the table is 5/16 to 5/8 full between two
+growths), never a Python object per id.
 
 The digest is the id's `hash` (a 64-bit SipHash on 64-bit builds, keyed per process): ids
 cannot be chosen to collide, and the chance that two of ten million ids share a digest is

@@ -1,6 +1,6 @@
 """What a Submitter answers without a call: the items it knows, and its own figures.
 
-`Recall` holds what is known of ids: the ledger index (an `IdTable`, 12 to 19 bytes an id),
+`Recall` holds what is known of ids: the ledger index (an `IdTable`, 19 to 38 bytes an id),
 kept current as outcomes are decided so that an id decided earlier in the same process is
 answered as a restart would answer it, plus a small cache of recent outcomes kept whole.
 It decides an item through the job's plan rule (`Planner.decide`) and rebuilds an answer

@@ -1180,7 +1180,7 @@ async def test_interval_zero_syncs_every_record(tmp_path: Path, synced: list[int
         for n in range(3):
             synced.clear()
             await writer.intent(f"i{n}", n, f"a2ib-i{n}")  # written directly, then synced
-            with anyio.fail_after(2):
+            with anyio.fail_after(10):
                 while not synced:
                     await anyio.sleep(0.001)
 
@@ -1191,7 +1191,7 @@ async def test_periodic_fsync_when_idle(tmp_path: Path, synced: list[int]) -> No
         await anyio.sleep(0.2)
         synced.clear()
         await writer.intent("a", 1, "a2ib-a")  # then nothing: the timer must sync it
-        with anyio.fail_after(2):
+        with anyio.fail_after(10):
             while not synced:
                 await anyio.sleep(0.01)
 

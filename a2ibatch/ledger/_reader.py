@@ -8,7 +8,7 @@ with their last tracked status (`loops`, for track, results, stop, delete and re
 the loop names of every intent (`intents`, for reconcile) and the rows of chosen states
 (`select`, for ``status --list``).
 
-Ids are kept in an `IdTable` (a 64-bit digest and a state per id, about 14 bytes an id),
+Ids are kept in an `IdTable` (a 64-bit digest and a state per id, 19 to 38 bytes an id),
 never as strings, unless loops or rows are asked for.
 
 A torn tail (an incomplete last line, or last lines that are not records: what a crash or a

@@ -5,7 +5,7 @@ The reader streams it: bytes arrive in chunks of about 1 MiB (`_sources`), are s
 lines in bulk (`_lines`), and each line is parsed (`_jsonl`, `_csv`) and checked by the
 rules of its task type (`_rules`).  Memory stays flat whatever the manifest's size: the only
 state that grows is the duplicate-id table (an `IdTable`: a 64-bit digest and a line number
-per id, about 19 bytes an id), never the ids themselves.
+per id, 19 to 38 bytes an id), never the ids themselves.
 
 Only a manifest that cannot be read at all raises `ManifestError`; a line that cannot
 become an item is an `Invalid` with a reason that never quotes the line.
