@@ -22,8 +22,11 @@ from .ledger import LedgerFile, last_record, parse_time
 
 log = get_logger()
 
-#: before the last record: the clocks; after it: calls still in flight, a read timeout or two
-BEFORE = timedelta(seconds=30)
+#: before the last record: the clocks (this machine's against the service's; synchronised
+#: clocks differ by well under a second); after it: calls still in flight, a read timeout or
+#: two.  A loop the window misses costs a Textract or Rekognition item one more analysis, never
+#: a second loop: its name is the same, and the service says it is taken.
+BEFORE = timedelta(seconds=5)
 AFTER = timedelta(minutes=3)
 
 

@@ -15,6 +15,12 @@ a bare ``orjson.loads`` loop takes over the ledger and over the manifest.
    last resume point: the point, then `--tail` more items done in the ledger after it, and
    `--tail` + `--new` lines more in the manifest.
 3. *nothing left*: the whole rerun when every item is done (its resume point is current).
+
+With `--s3 ITEMS`, the ledger is in S3 (the emulator's) instead: a job of ITEMS items (two
+records each) is killed (``kill -9``) after most of them, and the rerun starts in a new
+empty folder, as a replacement container does, with a lease of `--lease` seconds (the
+killed run's lease must lapse first): its first call (the checks of the items the killed
+run had in flight come first) is timed from the process's start.
 """
 
 from __future__ import annotations
@@ -68,15 +74,26 @@ def write_job(folder: Path, done: int, new: int) -> tuple[Path, Path]:
     return manifest, ledger
 
 
-def first_call_seconds(url: str, manifest: Path, ledger: Path) -> tuple[float, float]:
-    """(seconds to the first new StartHumanLoop, seconds for the whole rerun)."""
-    command = [
+def submit_command(url: str, manifest: Path, ledger: Path | str, *extra: str) -> list[str]:
+    return [
         sys.executable, "-m", "a2ibatch", "submit", str(manifest), "--task", "custom",
         "--flow-definition-arn", FLOW, "--ledger", str(ledger), "--endpoint-url", url,
         "--region", "us-east-1", "--no-preflight", "--no-progress", "--log-format", "json",
+        *extra,
     ]  # fmt: skip
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-           "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"]}  # fmt: skip
+
+
+def environment(**more: str) -> dict[str, str]:
+    return {**os.environ, "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"], **more}  # fmt: skip
+
+
+def first_call_seconds(
+    url: str, manifest: Path, ledger: Path | str, *extra: str, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """(seconds to the first new StartHumanLoop, seconds for the whole rerun)."""
+    command = submit_command(url, manifest, ledger, *extra)
+    env = env or environment()
     before = emulator_get(url, "stats")["calls"].get("StartHumanLoop", 0)
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
@@ -112,14 +129,64 @@ def grow_job(manifest: Path, ledger: Path, first: int, tail: int, new: int) -> N
             f.write(orjson.dumps(intent) + b"\n" + orjson.dumps(outcome) + b"\n")
 
 
+def s3_scenario(url: str, folder: Path, items: int, new: int, lease: float, stop: str) -> None:
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1",
+        aws_access_key_id="bench", aws_secret_access_key="bench",
+    ).create_bucket(Bucket="ledgers")  # fmt: skip
+    manifest = folder / "m.jsonl"
+    with manifest.open("wb") as f:
+        for i in range(items):
+            line = {"id": f"item-{i:08d}", "input_content": input_content(i)}
+            f.write(orjson.dumps(line) + b"\n")
+    location = "s3://ledgers/bench/"
+    env = environment(A2IBATCH_LEASE_SECONDS=str(lease))
+    command = submit_command(url, manifest, location, "--work-dir", str(folder / "first"))
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    target = int(items * 0.95)
+    while emulator_get(url, "stats")["calls"].get("StartHumanLoop", 0) < target:
+        if process.poll() is not None:
+            raise SystemExit("the first run ended before it was killed")
+        time.sleep(0.05)
+    if stop == "kill":
+        process.kill()  # a lost container: its lease must lapse before another takes over
+    else:
+        process.terminate()  # a graceful stop: the run ends its calls and frees its lease
+    process.wait()
+    print(f"S3 ledger: {items:,} items, {stop} after {target:,} calls "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+    with manifest.open("ab") as f:
+        for i in range(items, items + new):
+            line = {"id": f"item-{i:08d}", "input_content": input_content(i)}
+            f.write(orjson.dumps(line) + b"\n")
+    first, total = first_call_seconds(
+        url, manifest, location, "--work-dir", str(folder / "second"), env=env
+    )
+    records = 2 * target
+    print("| rerun in a new empty folder | ledger records | first call | whole rerun |")
+    print("|---|---:|---:|---:|")
+    how = f"after a kill, lease {lease:g} s" if stop == "kill" else "after a graceful stop"
+    print(f"| {how} | about {records:,} | {first:.2f} s | "
+          f"{total:.2f} s |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--done", type=int, default=1_000_000)
     parser.add_argument("--new", type=int, default=100)
     parser.add_argument("--tail", type=int, default=3000)
+    parser.add_argument("--s3", type=int, default=0, metavar="ITEMS")
+    parser.add_argument("--lease", type=float, default=2.0)
+    parser.add_argument("--stop", choices=("kill", "term"), default="kill")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, run_subprocess(EmulatorConfig()) as url:
         folder = Path(tmp)
+        if args.s3:
+            s3_scenario(url, folder, args.s3, args.new, args.lease, args.stop)
+            return
         started = time.perf_counter()
         manifest, ledger = write_job(folder, args.done, args.new)
         print(

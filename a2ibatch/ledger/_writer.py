@@ -295,15 +295,18 @@ class LedgerWriter:
 
     async def _sync(self) -> None:
         """fsync the sidecar, then the ledger; then the store's hook (an upload, say)."""
+        # Clean from here: a record written while the fsync runs makes the files dirty again,
+        # so it gets a sync of its own (clearing the flag after the fsync would lose it).
+        self._dirty = False
         for file in (self._sidecar, self._file):
             if file is None:
                 continue
             try:
                 await anyio.to_thread.run_sync(file.fsync, abandon_on_cancel=True)
             except OSError as exc:
+                self._dirty = True
                 self._fail(exc, file.path)
                 return
-        self._dirty = False
         self._last_sync = time.monotonic()
         if self._after_sync is not None:
             await self._after_sync()
