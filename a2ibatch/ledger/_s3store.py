@@ -13,10 +13,8 @@ truth in S3 under ``<prefix><name>/``:
   finds both, after a crash between the two steps, uses the chunk and skips what it holds,
   so a restart downloads a few objects, not one per second of the run;
 * ``responses/<seq>.jsonl``: the sidecar's segments (Textract and Rekognition answers);
-* ``lease.json``: who runs this ledger, until when.  Taken with ``If-None-Match: *``,
-  renewed every third of its time with ``If-Match`` on its ETag, taken over with
-  ``If-Match`` once it has expired, so two containers can never run one shard at once: the
-  one that loses the lease stops at its next renewal or upload.
+* ``lease.json``: who runs this ledger, until when (`_s3lease.Lease`): two containers can
+  never run one shard at once.
 
 On start the segments are downloaded into a fresh working copy (the S3 copy is the truth),
 so a new container with an empty disk resumes where the last upload left.  What a kill
@@ -26,9 +24,7 @@ started by listing the loops created since (`docs/ledger.md`).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import tempfile
 import time
 import uuid
@@ -39,7 +35,6 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import orjson
 
 from .._calls import Caller, CallFailed
 from .._errors import LedgerError, LedgerWriteError, raise_first
@@ -49,17 +44,22 @@ from ._format import dumps, event_record
 from ._index import LedgerIndex
 from ._location import LIFECYCLE_NAME, ledger_name
 from ._reader import read_ledger
+from ._s3lease import Lease
 from ._store import RunFiles
 
 log = get_logger()
 
 #: seconds a lease lasts without renewal
 LEASE_SECONDS: Final = 60.0
-#: clocks of two containers may differ by this much
-CLOCK_SLACK: Final = 5.0
 #: segments gathered into a chunk while a run goes on
 CHUNK_SEGMENTS: Final = 300
 _PRECONDITION: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+#: answers that no retry changes: a wrong bucket, region or permission (exit 2, not 3)
+_SETUP_ERRORS: Final = frozenset({
+    "AccessDenied", "403", "NoSuchBucket", "InvalidBucketName", "PermanentRedirect", "301",
+    "AuthorizationHeaderMalformed", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "AllAccessDisabled", "InvalidRequest", "NoCredentials", "Unauthorized",
+})  # fmt: skip
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -180,9 +180,16 @@ class S3Location:
         except CallFailed as exc:
             if exc.error.code in _PRECONDITION or exc.error.code in ("NoSuchKey", "404"):
                 raise
-            raise LedgerError(
-                f"cannot use the ledger at {self.label}: S3 {operation} failed "
-                f"({exc.error.code}); check the bucket, the region and s3:{operation}"
+            if exc.error.code in _SETUP_ERRORS:  # the bucket, its region or the permissions
+                raise LedgerError(
+                    f"cannot use the ledger at {self.label}: S3 {operation} failed "
+                    f"({exc.error.code}); check the bucket, the region and s3:{operation}"
+                ) from None
+            # S3 kept failing (5xx, throttling, the network) after every retry: the job stops
+            # like on a failed disk write (exit 3), and the same command resumes.
+            raise LedgerWriteError(
+                f"the ledger at {self.label} is unavailable: S3 {operation} kept failing "
+                f"({exc.error.code}); the job stopped, the same command resumes"
             ) from None
 
     # -- the location ------------------------------------------------------------------
@@ -265,8 +272,7 @@ class S3Store:
         self.label = f"{location.label}{name}/"
         self.ident = name
         self.base = f"{location.prefix}{name}/"
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._etag = ""
+        self.lease = Lease(location, self.base + "lease.json", self.label)
         self._seq = 0
         self._response_seq = 0
         self._uploaded = 0
@@ -274,72 +280,16 @@ class S3Store:
         self._chunked = 0  # segments up to here are in chunks
         self._files: RunFiles | None = None
         self.finished = False  # set by the job when its run ended with every item decided
-        #: how far the clocks of two containers may differ (at most half a lease)
-        self._slack = min(CLOCK_SLACK, location.lease_seconds / 2)
-
-    # -- the lease ---------------------------------------------------------------------
-
-    def _lease_body(self, seconds: float) -> bytes:
-        record = {"owner": self.owner, "expires": time.time() + seconds}
-        return orjson.dumps(record)
-
-    async def _take_lease(self) -> None:
-        loc = self.location
-        key = self.base + "lease.json"
-        deadline = time.monotonic() + 3 * loc.lease_seconds + self._slack
-        while True:
-            try:
-                body = self._lease_body(loc.lease_seconds)
-                self._etag = await loc.put(key, body, IfNoneMatch="*")
-                return
-            except LedgerWriteError:
-                pass  # a lease exists: see whose, and until when
-            found = await loc.get(key)
-            if found is None:
-                continue
-            data, etag = found
-            try:
-                expires = float(orjson.loads(data).get("expires", 0))
-            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-                expires = 0.0
-            if expires + self._slack < time.time():
-                try:
-                    self._etag = await loc.put(
-                        key, self._lease_body(loc.lease_seconds), IfMatch=etag
-                    )
-                    log.warning("ledger_lease_taken_over", ledger=self.label)
-                    return
-                except LedgerWriteError:
-                    continue  # someone else took it first: look again
-            if time.monotonic() > deadline:
-                raise LedgerError(
-                    f"ledger {self.label} is being run by another process (its lease is renewed "
-                    "and holds); is the same shard running twice?"
-                )
-            await anyio.sleep(min(5.0, max(0.2, expires + self._slack - time.time())))
-
-    async def _renew(self) -> None:
-        loc = self.location
-        key = self.base + "lease.json"
-        while True:
-            await anyio.sleep(loc.lease_seconds / 3)
-            self._etag = await loc.put(key, self._lease_body(loc.lease_seconds), IfMatch=self._etag)
-
-    async def _release(self) -> None:
-        with contextlib.suppress(LedgerError, CallFailed):  # else it expires by itself
-            await self.location.put(
-                self.base + "lease.json", self._lease_body(-1e9), IfMatch=self._etag
-            )
 
     # -- the run -----------------------------------------------------------------------
 
     @asynccontextmanager
     async def run(self, *, sidecar: bool) -> AsyncIterator[RunFiles]:
         loc = self.location
-        await self._take_lease()
+        await self.lease.take()
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._renew)
+                tasks.start_soon(self.lease.renew)
                 try:
                     local = loc.work_dir / f"{self.name}.jsonl"
                     local.unlink(missing_ok=True)
@@ -371,7 +321,7 @@ class S3Store:
             raise_first(group)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._release()
+                await self.lease.release()
 
     async def upload(self) -> None:
         """Upload the records synced since the last upload, as the next segment(s)."""
