@@ -12,7 +12,8 @@ truth in S3 under ``<prefix><name>/``:
   ledger); the segments (and smaller chunks) it holds are then deleted.  A reader that
   finds both, after a crash between the two steps, uses the chunk and skips what it holds,
   so a restart downloads a few objects, not one per second of the run;
-* ``responses/<seq>.jsonl``: the sidecar's segments (Textract and Rekognition answers);
+* ``responses/<run>/<seq>.jsonl``: the sidecar's segments (Textract and Rekognition
+  answers), under a name of each run's own that sorts after the earlier runs';
 * ``lease.json``: who runs this ledger, until when (`_s3lease.Lease`): two containers can
   never run one shard at once.
 
@@ -275,6 +276,7 @@ class S3Store:
         self.lease = Lease(location, self.base + "lease.json", self.label)
         self._seq = 0
         self._response_seq = 0
+        self._responses_name = ""
         self._uploaded = 0
         self._responses_uploaded = 0
         self._chunked = 0  # segments up to here are in chunks
@@ -294,8 +296,11 @@ class S3Store:
                     local = loc.work_dir / f"{self.name}.jsonl"
                     local.unlink(missing_ok=True)
                     self._seq = await loc.download(self.name, local)
-                    keys = await loc.list_keys(self.base + "responses/")
-                    self._response_seq = max([0, *(_seq(k) for k in keys)])
+                    # This run's answers go under a name of its own, after every earlier
+                    # run's (their keys sort by the ledger's segment at each run's start):
+                    # no listing of what may be thousands of earlier answer segments.
+                    self._responses_name = f"{self._seq:012d}-{self.lease.owner[-8:]}"
+                    self._response_seq = 0
                     ledger = LedgerFile.open(local, write=True, create=True, lock=True)
                     assert ledger is not None
                     side: LedgerFile | None = None
@@ -330,7 +335,10 @@ class S3Store:
             return
         if files.sidecar is not None:
             self._responses_uploaded, self._response_seq = await self._push(
-                files.sidecar, self._responses_uploaded, self._response_seq, "responses"
+                files.sidecar,
+                self._responses_uploaded,
+                self._response_seq,
+                f"responses/{self._responses_name}",
             )
         self._uploaded, self._seq = await self._push(
             files.ledger, self._uploaded, self._seq, "segments"
