@@ -103,6 +103,19 @@ def open_location(settings: SubmitSettings, clients: Clients, caller: Caller) ->
     return location_for(settings.ledger)
 
 
+def job_meters(settings: SubmitSettings, counters: Counters, primary: str) -> Meters:
+    """The meters of a job's calls, as its settings say (a Job's, a Submitter's)."""
+    return Meters(
+        counters,
+        ceiling=settings.rate,
+        concurrency=settings.concurrency,
+        quota_pause=settings.quota_pause,
+        quota_wait_limit=settings.quota_wait_limit,
+        outage_limit=settings.outage_limit,
+        primary=primary,
+    )
+
+
 def job_planner(
     settings: SubmitSettings,
     index: LedgerIndex | None,
@@ -146,15 +159,7 @@ class Job:
         self._items = items
         self.policy = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
         self.counters = Counters()
-        self.meters = Meters(
-            self.counters,
-            ceiling=settings.rate,
-            concurrency=settings.concurrency,
-            quota_pause=settings.quota_pause,
-            quota_wait_limit=settings.quota_wait_limit,
-            outage_limit=settings.outage_limit,
-            primary=self.adapter.operation,
-        )
+        self.meters = job_meters(settings, self.counters, self.adapter.operation)
         self.index: LedgerIndex | None = None
         self._runner: Runner | None = None
         self._stop_requested = False

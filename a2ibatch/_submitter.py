@@ -30,9 +30,9 @@ from ._calls import Caller
 from ._counters import Counters
 from ._entries import as_async
 from ._errors import ConfigError, JobAborted, LedgerWriteError, SourceError, setting
-from ._job import Summary
+from ._job import Summary, job_meters
 from ._log import get_logger
-from ._meters import InFlightCap, Meters
+from ._meters import InFlightCap
 from ._models import Invalid, Item, Outcome, Status
 from ._pool import WorkerPool
 from ._preflight import preflight
@@ -96,15 +96,7 @@ class Submitter:
         self.adapter: TaskAdapter = adapter_for(settings.task)
         self.policy = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
         self.counters = Counters()
-        self.meters = Meters(
-            self.counters,
-            ceiling=settings.rate,
-            concurrency=settings.concurrency,
-            quota_pause=settings.quota_pause,
-            quota_wait_limit=settings.quota_wait_limit,
-            outage_limit=settings.outage_limit,
-            primary=self.adapter.operation,
-        )
+        self.meters = job_meters(settings, self.counters, self.adapter.operation)
         self._session = session
         self._recall = Recall(settings, self.adapter, LedgerIndex(ledger), recent)
         self._flight: dict[str, _Entry] = {}  # id -> its send in flight
