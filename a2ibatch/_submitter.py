@@ -37,11 +37,12 @@ from ._models import Invalid, Item, Outcome, Status
 from ._pool import WorkerPool
 from ._preflight import preflight
 from ._recall import DEFAULT_RECENT, Recall, SubmitterStats
+from ._resuming import read_resumable
 from ._retry import RetryPolicy
 from ._sender import ItemSender, invalid_outcome
 from ._settings import SubmitSettings
 from ._tasks import RequestOptions, TaskAdapter, adapter_for
-from .ledger import JobHeader, LedgerIndex, LedgerWriter, LocalStore, read_ledger
+from .ledger import FileLocation, JobHeader, LedgerIndex, LedgerWriter, LocalStore
 
 log = get_logger()
 
@@ -141,7 +142,12 @@ class Submitter:
         files = await stack.enter_async_context(store.run(sidecar=sidecar))
         if files.ledger.tightened:
             log.warning("ledger_mode_tightened", ledger=store.label, mode="0600")
-        index = await anyio.to_thread.run_sync(read_ledger, files.ledger, abandon_on_cancel=True)
+        # Through the ledger's resume point: a service restarted after months need not read
+        # tens of millions of records before its first answer.
+        location = FileLocation(str(s.ledger))
+        index, resumption = await read_resumable(
+            s, location, files.ledger, self.counters, items=True
+        )
         index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
         if index.repaired_bytes:
             log.warning("ledger_tail_cut", ledger=store.label, bytes=index.repaired_bytes)
@@ -165,6 +171,8 @@ class Submitter:
                 after_sync=files.after_sync,
             )
         )
+        if resumption is not None:  # saved every resume_interval, and at the close
+            await stack.enter_async_context(resumption.keeping(self._writer))
         options = RequestOptions(s.flow_definition_arn, s.content_classifiers, s.feature_types)
         self._sender = ItemSender(
             adapter=self.adapter, clients=clients, writer=self._writer, caller=caller,

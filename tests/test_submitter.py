@@ -29,6 +29,7 @@ from a2ibatch import (
     SubmitterStats,
     TaskType,
 )
+from a2ibatch.ledger import RESUME_SUFFIX, LedgerFile, load_resume
 from helpers import TASKS, emulator_get, final_outcomes, ledger_records, line_for, settings
 
 pytestmark = pytest.mark.anyio
@@ -110,6 +111,17 @@ async def test_a_restart_answers_from_the_ledger_without_any_call(
         first = [await submitter.submit(item) for item in items]
     calls = all_calls(emulator)
     assert {o.status for o in first} <= {Status.STARTED, Status.NOT_ACTIVATED}
+    # The close saved a resume point that describes the whole ledger: the restart reads
+    # that, not every record.
+    point = Path(str(s.ledger) + RESUME_SUFFIX).read_bytes()
+    covered = orjson.loads(point.split(b"\n", 1)[0])["ledger"]["size"]
+    assert covered == Path(s.ledger).stat().st_size
+    ledger = LedgerFile.open(s.ledger, write=False)
+    assert ledger is not None
+    try:
+        assert load_resume(ledger) is not None  # and it still describes the ledger
+    finally:
+        ledger.close()
 
     async with Submitter(s) as restarted:
         again = [await restarted.submit(item) for item in items]
