@@ -3,21 +3,30 @@
 Each API a job calls (StartHumanLoop, AnalyzeDocument, DetectModerationLabels,
 DescribeHumanLoop ...) has its own quota, shared with every other job on the account and
 usually unknown to the user.  A `RateController` paces one API's calls evenly (no burst at
-start, unlike a token bucket that starts full) and, unless told the quota, finds it:
+start, unlike a token bucket that starts full) and, unless told the quota, finds it.
 
-* slow start: the rate doubles every round trip while nothing is throttled and the
-  service keeps up;
-* on throttling: remember the quota's estimate (`w_max`: the rate the service accepted
-  lately, at most the rate sent) and cut to `beta * w_max`;
-* then grow along a cubic curve (as TCP CUBIC does): fast while far below `w_max`, flat
-  near it, then probing gently above it, so that most time is spent close to the quota.
+**What the quota is measured from.**  Throttles answer within a network round trip, while
+successes answer only after the service's processing time (seconds for Textract), so the
+quota is counted from the sends between throttled calls (`_quotas.AdmissionCount`), not
+from the rate of answers.
 
-Only throttling slows the controller; server errors and timeouts do not (they say nothing
-about the quota).  Throttles are a noisy signal: calls bunched by the network can empty a
-service's small burst bucket below the quota, so isolated throttles (a share of recent
-calls below `NOISE_SHARE`) are retried without a cut; in slow start, whose rate doubles
-every round trip, a second throttle is enough.  A `ceiling` (the user's `--rate`) is
-never exceeded: told the quota, the controller climbs to it within a few round trips.
+**Phases.**
+
+* slow start: the rate doubles every round trip while nothing is throttled and callers
+  wait on the pace; at its second throttle the burst has hidden how far it went, so the
+  estimate is rough (half the rate, or what the service accepted lately);
+* ramp, after a rough estimate: the rate climbs by a constant share per call sent (the
+  rate squared over `RAMP_CALLS` per second), so that the overshoot before the bucket
+  empties is about the same share of any quota, until an episode measures the quota;
+* cubic, after a precise estimate (at least `PRECISE_CALLS` admitted calls): a cut to
+  `MILD_BETA` of it, back up along a cubic curve (as TCP CUBIC does) that is flat near
+  the estimate and then probes gently above it, at least `PROBE_CALLS` calls apart.
+
+Only throttling slows the controller; server errors and timeouts say nothing about the
+quota.  Isolated throttles (a share of recent calls below `NOISE_SHARE`) are noise (calls
+bunched by the network can empty a small burst bucket below the quota) and are retried
+without a cut.  A `ceiling` (the user's `--rate`) is never exceeded; `know_quota` starts at
+a quota read from Service Quotas and keeps it as the ceiling.
 """
 
 from __future__ import annotations
@@ -27,7 +36,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from ._quotas import AdmissionCount
 
 
 @dataclass(frozen=True)
@@ -35,10 +47,10 @@ class RateSettings:
     """How one API's rate is controlled."""
 
     ceiling: float = 1000.0  # never send faster than this (requests/second)
-    initial: float = 20.0  # first rate when the quota must be found
+    initial: float = 40.0  # first rate when the quota must be found
     minimum: float = 0.5
-    beta: float = 0.9  # multiplicative decrease on throttling
-    cubic_seconds: float = 3.0  # time to regain the rate before a cut (CUBIC's K)
+    beta: float = 0.9  # the cubic curve's depth below its estimate (CUBIC's beta)
+    cubic_seconds: float = 3.0  # time to regain the estimate after a cut (CUBIC's K)
 
     def __post_init__(self) -> None:
         if self.ceiling <= 0 or self.initial <= 0 or self.minimum <= 0:
@@ -47,31 +59,49 @@ class RateSettings:
             raise ValueError("beta must be between 0 and 1")
 
 
+class Phase(Enum):
+    """Where the controller is in finding the quota (see the module docstring)."""
+
+    SLOW_START = "slow start"
+    RAMP = "ramp"
+    CUBIC = "cubic"
+
+
 Clock = Callable[[], float]
 #: the rate ceiling when the user sets none: far above any default A2I quota
 DEFAULT_CEILING = 1000.0
-#: seconds of accepted calls that estimate the quota when the rate is cut
+#: seconds of answers that tell the rate the service accepts
 ACCEPTED_WINDOW = 1.0
 #: slow start never runs more than this many times ahead of the rate the service accepts
 SLOW_START_LEAD = 4.0
 #: throttles are counted over this many seconds ...
 NOISE_WINDOW = 1.0
 #: ... or over the time of this many calls, at a low rate
-NOISE_CALLS = 20.0
+NOISE_CALLS = 100.0
 #: a cut needs throttles above this share of the calls in the window (and at least two)
 NOISE_SHARE = 0.02
-#: a share of throttled calls this high means far above the quota (not just probing)
+#: throttles above this share of recent sends mean far above the quota, not a probe past it
 OVERLOAD_SHARE = 0.1
-#: a rate this close to the ceiling is at it ...
-AT_CEILING = 0.999
-#: ... where mild throttling costs a smaller cut
-CEILING_BETA = 0.97
-#: a cut for mild throttling below the ceiling (a probe just past the quota)
-MILD_BETA = 0.95
-#: fewest calls between two probes above the quota
-PROBE_CALLS = 60.0
-#: ... and fewest round trips: feedback on a probe takes one
-K_ROUND_TRIPS = 4.0
+#: admitted calls an episode needs for a precise estimate (+-1/30) ...
+PRECISE_CALLS = 30
+#: ... and for a rough one (+-1/8), good enough to step back to
+ROUGH_CALLS = 8
+#: sends between two trims of the count's memory
+FORGET_EVERY = 4096
+#: a precise estimate: stand this close below it
+MILD_BETA = 0.98
+#: a rough estimate from heavy throttling: this far below it, and ramp up from there
+ROUGH_BETA = 0.95
+#: the ramp: the rate grows by about 1/RAMP_CALLS of itself per call sent
+RAMP_CALLS = 600.0
+#: fewest calls between two probes above a precise estimate
+PROBE_CALLS = 250.0
+#: growth waits this many throttle round trips (when known) for a probe's feedback
+FEEDBACK_TRIPS = 4.0
+#: a throttle answered this many usual throttle round trips late, and this many seconds,
+#: came through a stall
+LATE_TRIPS = 4.0
+LATE_MARGIN = 0.02
 #: a released caller may go up to this long before its slot (seconds) ...
 EARLY_SECONDS = 0.01
 #: ... but never more than this many slots early, so bunches stay far below any burst
@@ -82,8 +112,8 @@ class RateController:
     """Paces calls to one API and adapts the pace to throttling.
 
     `acquire()` waits for the next evenly spaced send slot.  Report each answer with
-    `on_success(latency)` or `on_throttle(retry_after)`.  All methods are for one asyncio
-    event loop; none blocks.
+    `on_success(latency)` or `on_throttle(retry_after, sent=...)`.  All methods are for
+    one asyncio event loop; none blocks.
     """
 
     def __init__(self, settings: RateSettings, *, clock: Clock = time.monotonic) -> None:
@@ -93,20 +123,21 @@ class RateController:
         self._last_slot = -math.inf  # when the last call was allowed to go
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._slow_start = True
-        self._w_max = settings.ceiling
-        self._started = clock()
+        self.phase = Phase.SLOW_START
+        self._w_max = settings.ceiling  # the quota's estimate
+        now = clock()
         self._first_answer: float | None = None
-        self._epoch = self._started  # start of the current growth curve
+        self._epoch = now  # start of the current cubic curve
         self._cut_at = -math.inf  # when the rate was last cut
-        self._left_slow_start = -math.inf
         self._throttled: deque[float] = deque()  # throttles since the last cut (noise window)
-        self._recent_throttles: deque[float] = deque()  # throttles of the accepted window
-        self._latency = 0.05  # smoothed round trip, seconds
-        self._last_grow = self._started
+        self._latency = 0.05  # smoothed round trip of successes, seconds
+        self._feedback: float | None = None  # smoothed round trip of throttles
+        self._last_grow = now
         self._last_limited = -math.inf  # last time a caller had to wait on the pace
         self._last_throttle = -math.inf
-        self._accepted: deque[float] = deque()  # times of recent accepted calls
+        self._accepted: deque[float] = deque()  # times of recent successful answers
+        self._count = AdmissionCount()
+        self._sent = self._count.sends.append
         self.throttles = 0
         self.calls = 0
 
@@ -120,20 +151,36 @@ class RateController:
         """Smoothed round-trip time of successful calls, seconds."""
         return self._latency
 
+    @property
+    def estimate(self) -> float | None:
+        """The quota's current estimate (None before the first cut or known quota)."""
+        return None if self.phase is Phase.SLOW_START else self._w_max
+
+    def know_quota(self, rate: float) -> None:
+        """Start at a quota read from the account (Service Quotas), not by slow start.
+
+        It becomes the ceiling (the user's lower `--rate` stays), the rate and the
+        estimate: throttles still cut below it when other jobs share the quota.
+        """
+        ceiling = max(self.settings.minimum, min(self.settings.ceiling, rate))
+        self.settings = replace(self.settings, ceiling=ceiling, initial=ceiling)
+        self._rate = self._w_max = ceiling
+        self.phase = Phase.CUBIC
+        self._epoch = self._clock() - self._k()  # on the curve's plateau
+
     # -- pacing ----------------------------------------------------------------------------
 
     async def acquire(self) -> None:
         """Wait until this caller may send one request.
 
         Callers queue in arrival order and each slot is taken when its caller reaches the
-        head of the queue, so a rate change applies to the very next call (slots are not
-        handed out in advance at a pace that may be stale by the time they come).  One
-        timer releases the head, together with any caller whose slot is due within
+        head of the queue, so a rate change applies to the very next call.  One timer
+        releases the head, together with any caller whose slot is due within
         `EARLY_SECONDS` (at most `EARLY_SLOTS` slots): one wake-up of the event loop per
         send or fewer, which is most of what pacing costs.
         """
         if not self._waiters and self._due() <= self._early():
-            self.reserve()
+            self._take(self._clock())
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -156,20 +203,26 @@ class RateController:
         self._timer = None
         waiters = self._waiters
         early = self._early()
+        now = self._clock()
         while waiters:
             if waiters[0].done():  # its caller was cancelled
                 waiters.popleft()
                 continue
             if self._due() > early:
                 break
-            self.reserve()
+            self._take(now)
             waiters.popleft().set_result(None)
         if waiters:
             self._schedule(loop)
 
     def reserve(self) -> float:
-        """Take the next send slot now; return how long to wait for it (seconds)."""
+        """Take the next send slot now; return how long to wait for it (seconds).
+
+        For callers that sleep until their slot themselves (`acquire` sends at once)."""
         now = self._clock()
+        return max(0.0, self._take(now, at_slot=True) - now)
+
+    def _take(self, now: float, *, at_slot: bool = False) -> float:
         slot = self._last_slot + 1.0 / self._rate
         if slot < now - self._early():
             # Idle for a while: start afresh (no burst to catch up on slots nobody used).
@@ -179,15 +232,17 @@ class RateController:
         # several percent below the target.
         self._last_slot = slot
         self.calls += 1
+        self._sent(slot if at_slot else now)
+        if not self.calls % FORGET_EVERY:
+            self._count.forget(now, self._rate)
         if slot > now or self._waiters:
-            # Demand exceeds the pace: growing the rate would be used.
-            self._last_limited = now
-        return max(0.0, slot - now)
+            self._last_limited = now  # demand exceeds the pace: more rate would be used
+        return slot
 
     # -- answers ---------------------------------------------------------------------------
 
     def on_success(self, latency: float) -> None:
-        """Record a call the service accepted."""
+        """Record a call the service accepted, answered `latency` seconds after it was sent."""
         now = self._clock()
         if self._first_answer is None:
             self._first_answer = now
@@ -196,24 +251,25 @@ class RateController:
             self._latency += 0.1 * (latency - self._latency)
         accepted = self._accepted
         accepted.append(now)
-        while accepted[0] < now - self._window():
+        while accepted[0] < now - ACCEPTED_WINDOW:
             accepted.popleft()
         self._grow(now)
 
-    def _window(self) -> float:
-        """Seconds of answers that estimate the accepted rate well: long enough that the
-        answers' jitter at the edges does not matter."""
-        return max(ACCEPTED_WINDOW, 2.0 * self._latency)
-
-    def accepted_rate(self, window: float | None = None) -> float:
-        """Calls per second the service accepted over the last `window` seconds (by
-        default about a second), or since the first answer if that is more recent."""
-        now = self._clock()
+    def accepted_rate(self) -> float:
+        """Calls per second the service accepted over the last second of answers, or since
+        the first answer if that is more recent."""
         if self._first_answer is None:
             return 0.0
-        window = window or ACCEPTED_WINDOW
-        span = max(min(window, now - self._first_answer), 0.05)
+        now = self._clock()
+        span = max(min(ACCEPTED_WINDOW, now - self._first_answer), 0.05)
         return sum(1 for t in self._accepted if t >= now - span) / span
+
+    def _accepted_second(self, now: float) -> float:
+        """The rate accepted over the last whole second of answers (0 before there is one)."""
+        first = self._first_answer
+        if first is None or now - first < ACCEPTED_WINDOW:
+            return 0.0
+        return len(self._accepted) / ACCEPTED_WINDOW
 
     def _latest_accepted_rate(self, calls: int = 16) -> float:
         """The service's accepting rate over its last few answers (0 if too few)."""
@@ -225,78 +281,106 @@ class RateController:
     def on_throttle(self, retry_after: float | None = None, *, sent: float | None = None) -> None:
         """Record a throttled call: cut the rate when throttling is more than noise.
 
-        `sent` is when the call was sent (this controller's clock): a call sent before the
-        last cut says nothing about the rate since.  Without it, throttles for about two
-        round trips after a cut are taken for such calls.
+        `sent` is when the call was sent (this controller's clock); without it, the call is
+        taken for one sent a throttle round trip ago.  A call sent before the last cut
+        says nothing about the rate since and cannot cut again.
         """
         self.throttles += 1
         now = self._clock()
         self._last_throttle = now
+        late = False
+        feedback = self._feedback
+        if sent is None:
+            sent = now - (feedback or 0.0)
+        elif feedback is None:
+            self._feedback = max(0.0, now - sent)
+        else:
+            # A throttle answered much later than throttles are came through a stall (of
+            # the network, or of the service): its call met the bucket in a bunch.
+            trip = max(0.0, now - sent)
+            late = trip > LATE_TRIPS * feedback + LATE_MARGIN
+            self._feedback = feedback + (0.02 if late else 0.1) * (trip - feedback)
         if retry_after:
             self._last_slot = max(self._last_slot, now + retry_after - 1.0 / self._rate)
-        # Isolated throttles are noise: calls bunched by the network or a busy event loop
-        # can empty the service's small burst bucket below the quota.  Going over the quota
-        # throttles a growing share of the calls: that share is the signal.
-        recent = self._recent_throttles
-        recent.append(now)
-        while recent[0] < now - self._window():
-            recent.popleft()
+        self._count.throttled(sent, cut_at=self._cut_at, rate=self._rate, late=late)
         window = max(NOISE_WINDOW, NOISE_CALLS / self._rate)
         throttled = self._throttled
         throttled.append(now)
         while throttled[0] < now - window:
             throttled.popleft()
-        # In slow start the rate doubles every round trip: a second throttle is the signal.
-        noise = 2.0 if self._slow_start else max(2.0, NOISE_SHARE * self._rate * window)
-        if len(throttled) < noise:
-            return
-        # Calls sent before the last cut answer for up to a round trip after it: ignore those.
-        if sent is not None:
-            if sent < self._cut_at:
-                return
-        elif now - self._cut_at < max(2 * self._latency, 0.05):
-            return
-        beta = self.settings.beta
-        window = self._window()
-        seen = self.accepted_rate(window)
-        over = sum(1 for t in self._recent_throttles if t >= now - window)
-        overloaded = over >= OVERLOAD_SHARE * (over + seen * window)
-        at_ceiling = self._rate >= AT_CEILING * self.settings.ceiling
-        if self._slow_start and (overloaded or not at_ceiling):
-            # Doubling overshoots by as much as the service's burst hides, so the rate we
-            # sent at says little; what the service accepted lately is the quota's estimate.
-            latest = self._latest_accepted_rate()
-            self._w_max = max(self.settings.minimum, min(self._rate, latest or self._rate / 2))
-            self._left_slow_start = now
+        # Going over the quota throttles a growing share of the calls: that share is the
+        # signal.  In slow start the rate doubles every round trip: a second throttle is.
+        if self.phase is Phase.SLOW_START:
+            noise = 2.0
         else:
-            self._w_max = self._rate
-            settled = now - self._left_slow_start >= window  # no slow-start ramp in it
-            if overloaded and settled and seen:
-                # Far above the quota (a quota that dropped, or a rate sent a long round trip
-                # past it) the service accepts the quota, whatever we send: use that.
-                self._w_max = max(self.settings.minimum, min(self._rate, seen))
-            elif at_ceiling and not overloaded:
-                # Mild throttling at the rate the user said is the quota: the service's noise
-                # (bunched arrivals), not a wrong ceiling.  Step back only a little.
-                beta = max(beta, CEILING_BETA)
-            elif not overloaded:
-                beta = max(beta, MILD_BETA)
-        self._slow_start = False
-        self._rate = max(self.settings.minimum, self._w_max * beta)
-        self._cut_at = now
-        self._epoch = now
-        self._last_grow = now
+            noise = max(2.0, NOISE_SHARE * self._rate * window)
+        if len(throttled) < noise or sent < self._cut_at:
+            return
+        self._cut(now, late)
         throttled.clear()
 
+    def _cut(self, now: float, late: bool) -> None:
+        rate = self._rate
+        admitted, span = self._count.count()
+        estimate = admitted / span if span > 0 else 0.0
+        if late and self.phase is not Phase.SLOW_START:
+            # A bunch after a stall says nothing of the quota: step back a little, and let
+            # the curve go on as it was.
+            self._rate = max(self.settings.minimum, rate * MILD_BETA)
+            self._cut_at = now
+            return
+        if admitted >= PRECISE_CALLS:
+            # The count's upper end: a plateau a little above the quota costs a few
+            # throttles and a new count, one below it a whole cycle's goodput.
+            w_max, beta, phase = min(rate, (admitted + 1) / span), MILD_BETA, Phase.CUBIC
+        elif self.phase is Phase.SLOW_START:
+            # Doubling overshot by as much as the bucket's burst hid: a rough estimate.
+            guess = max(rate / 2, self._latest_accepted_rate())
+            w_max, beta, phase = min(rate, guess), 1.0, Phase.RAMP
+        elif (share := self._count.share()) < OVERLOAD_SHARE:
+            # A probe just past the quota: step back a little, to the count if there is one.
+            w_max = min(rate, estimate) if admitted >= ROUGH_CALLS else rate
+            beta, phase = MILD_BETA, Phase.CUBIC
+        elif admitted >= ROUGH_CALLS:
+            # Far above the quota (it dropped, or a ramp overshot): the rough count, but
+            # never more than half the rate at once.
+            w_max, beta, phase = max(rate / 2, min(rate, estimate)), ROUGH_BETA, Phase.RAMP
+        else:
+            # Heavy throttling, too few admitted calls to count: what the share of calls
+            # throttled says the service admits, or what it accepted over the last second
+            # (a stalled network or service throttles a whole bunch at once, and the
+            # share of one bunch says little), but again never below half the rate.
+            guess = max(rate / 2, rate * (1 - share), min(rate, self._accepted_second(now)))
+            w_max, beta, phase = guess, ROUGH_BETA, Phase.RAMP
+        self._w_max = max(self.settings.minimum, w_max)
+        self._rate = max(self.settings.minimum, self._w_max * beta)
+        self.phase = phase
+        self._cut_at = self._epoch = self._last_grow = now
+
+    # -- growth ----------------------------------------------------------------------------
+
+    def _interval(self) -> float:
+        """How long growth waits for feedback: a round trip of successes, or a few of
+        throttles once they are known to answer faster."""
+        trip = self._latency
+        if self._feedback is not None:
+            trip = min(trip, FEEDBACK_TRIPS * self._feedback)
+        return max(trip, 0.05)
+
+    def _k(self) -> float:
+        """The cubic curve's time to regain the estimate: at least `PROBE_CALLS` calls, so
+        a low quota is not probed (and throttled) too often."""
+        return max(self.settings.cubic_seconds, PROBE_CALLS / self._w_max, 4 * self._interval())
+
     def _grow(self, now: float) -> None:
-        interval = max(self._latency, 0.05)
+        interval = self._interval()
         elapsed = now - self._last_grow
         if elapsed < interval:
             return
         self._last_grow = now
         if now - self._last_limited > 2 * interval:
             # Callers did not wait on the pace lately: more rate would go unused.  Hold the
-            # growth curve still so that demand returning later does not meet a jump.
+            # curve still so that demand returning later does not meet a jump.
             self._epoch += elapsed
             return
         # Never run far ahead of what the service actually takes: while answers lag (new
@@ -305,21 +389,24 @@ class RateController:
             self.settings.ceiling,
             max(self.settings.initial, SLOW_START_LEAD * self.accepted_rate()),
         )
-        if self._slow_start:
-            self._rate = max(self._rate, min(ceiling, self._rate * 2.0))
-            return
-        # CUBIC: w(t) = C (t - K)^3 + w_max, with K the time to regain w_max.
-        # At a low quota a fixed cycle would probe (and be throttled) too often: stretch it
-        # so that each probe costs at most about one throttle in PROBE_CALLS calls; at a
-        # long round trip, so that a probe hears of its throttles before it goes far.
-        k = max(self.settings.cubic_seconds, PROBE_CALLS / self._w_max, K_ROUND_TRIPS * interval)
-        c = self._w_max * (1 - self.settings.beta) / k**3
-        t = now - self._epoch
-        if t > 2 * k and now - self._last_throttle > k:
-            # A whole cycle above the old ceiling and no throttle for a while, not even one
-            # too few to cut for: the quota grew (another job on the account finished).
-            # Find it again quickly.
-            self._slow_start = True
-            return
-        target = c * (t - k) ** 3 + self._w_max
+        if self.phase is Phase.SLOW_START:
+            target = self._rate * 2.0
+        elif self.phase is Phase.RAMP:
+            if min(now - self._last_throttle, now - self._cut_at) > self._k():
+                # A cubic cycle's time of ramp without a throttle: the estimate was far too
+                # low (slow start's guess, in a stall).  Double again.
+                self.phase = Phase.SLOW_START
+                return
+            target = self._rate + self._rate**2 / RAMP_CALLS * elapsed
+        else:
+            # CUBIC: w(t) = C (t - K)^3 + w_max, with K the time to regain w_max.
+            k = self._k()
+            t = now - self._epoch
+            if t > 2 * k and now - self._last_throttle > k:
+                # A whole cycle above the estimate without a throttle, not even one too few
+                # to cut for: the quota grew (another job on the account finished).  Ramp.
+                self.phase, self._w_max = Phase.RAMP, self._rate
+                return
+            c = self._w_max * (1 - self.settings.beta) / k**3
+            target = c * (t - k) ** 3 + self._w_max
         self._rate = max(self._rate, min(ceiling, max(target, self.settings.minimum)))

@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import platform
 import sys
 import tempfile
@@ -43,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +81,15 @@ SEQUENTIAL = "sequential boto3"
 CLIENTS = (A2IBATCH, THREADS, GATHER, SEQUENTIAL)
 
 
+#: the emulator's one-way network delay in every scenario: a client in the service's region
+NETWORK_MS = 3.0
+NETWORK_JITTER_MS = 2.0
+
+UNTOLD = "untold"  # a2ibatch gets a high ceiling (--rate 1000) and finds the quota
+TOLD = "told"  # a2ibatch gets --rate = the quota
+SERVICE_QUOTAS = "service-quotas"  # a2ibatch reads the quota from Service Quotas first
+
+
 @dataclass(frozen=True)
 class Scenario:
     key: str
@@ -86,28 +97,40 @@ class Scenario:
     quota: float
     items: int
     sequential_items: int
-    latency_ms: float = 40.0
+    latency_ms: float = 40.0  # the service's processing time, after admission
     jitter_ms: float = 20.0
     fault_rate: float = 0.0
     halve_at: float | None = None  # fraction of the ideal time at which the quota halves
-    told: bool = False  # a2ibatch gets --rate = quota (else a high ceiling)
+    quota_source: str = UNTOLD  # how a2ibatch learns the quota
     clients: tuple[str, ...] = CLIENTS
 
     @property
-    def ideal(self) -> float:
-        """Seconds to start every item at the quota (the halving accounted for)."""
-        plain = self.items / self.quota
-        if self.halve_at is None:
-            return plain
-        at = self.halve_at * plain
-        return at + (self.items - self.quota * at) / (self.quota / 2)
+    def round_trip(self) -> float:
+        """Seconds of a call's mean round trip: network both ways and processing."""
+        return (self.latency_ms + 2 * NETWORK_MS) / 1000.0
+
+    def ideal_for(self, items: int) -> float:
+        """The least wall time any client can take for `items`: every call admitted at the
+        quota (the halving accounted for), then the last one's round trip.
+
+        The round trip matters at seconds per call: 400 items at 20/s take 20 s to admit and
+        the last answer comes 2 s later, so a bound of items / quota alone would put
+        0.91 x quota out of any client's reach.
+        """
+        plain = items / self.quota
+        if self.halve_at is not None:
+            at = self.halve_at * plain
+            plain = at + (items - self.quota * at) / (self.quota / 2)
+        return plain + self.round_trip
 
     def emulator(self, seed: int) -> EmulatorConfig:
         return EmulatorConfig(
             quota=self.quota,
             burst=5,
-            latency_ms=self.latency_ms,
-            jitter_ms=self.jitter_ms,
+            network_ms=NETWORK_MS,
+            network_jitter_ms=NETWORK_JITTER_MS,
+            processing_ms=self.latency_ms,
+            processing_jitter_ms=self.jitter_ms,
             fault_rate=self.fault_rate,
             seed=seed,
         )
@@ -116,13 +139,31 @@ class Scenario:
 def scenarios(quick: bool) -> list[Scenario]:
     n, seq = (300, 30) if quick else (2000, 200)
     slow_n, slow_seq = (60, 2) if quick else (400, 10)
+    only = (A2IBATCH,)
+    slow = ("quota untold, 20/s, 2±0.5 s", 20.0, slow_n, slow_seq, 2000.0, 500.0)
     return [
         Scenario("untold", "quota untold, 150/s, 40±20 ms", 150.0, n, seq),
         Scenario(
-            "told", "quota told, 150/s, 40±20 ms", 150.0, n, seq, told=True, clients=(A2IBATCH,)
+            "told", "quota told, 150/s, 40±20 ms", 150.0, n, seq, quota_source=TOLD, clients=only
+        ),
+        Scenario(
+            "sq",
+            "quota from Service Quotas, 150/s, 40±20 ms",
+            150.0,
+            n,
+            seq,
+            quota_source=SERVICE_QUOTAS,
+            clients=only,
         ),
         Scenario("fast", "quota untold, 150/s, 20±10 ms", 150.0, n, seq, 20.0, 10.0),
-        Scenario("slow", "quota untold, 20/s, 2±0.5 s", 20.0, slow_n, slow_seq, 2000.0, 500.0),
+        Scenario("slow", *slow),
+        Scenario(
+            "slow-sq",
+            "quota from Service Quotas, 20/s, 2±0.5 s",
+            *slow[1:],
+            quota_source=SERVICE_QUOTAS,
+            clients=only,
+        ),
         Scenario("faults", "quota untold, 150/s, 1% 5xx", 150.0, n, seq, fault_rate=0.01),
         # The sequential loop runs far below either quota: nothing to see in this one.
         Scenario(
@@ -185,13 +226,41 @@ class Result:
         return 1000.0 * self.cpu / max(self.done, 1)
 
 
+@dataclass
+class Row:
+    """One client in one scenario: its runs (several for a2ibatch), summarised as the worst
+    and the median, because a user sees the bad run, not the typical one."""
+
+    runs: list[Result]
+
+    @property
+    def median(self) -> Result:
+        """The run of median goodput: it stands for the client in the chart."""
+        return sorted(self.runs, key=lambda r: r.goodput)[len(self.runs) // 2]
+
+    @property
+    def worst(self) -> Result:
+        return min(self.runs, key=lambda r: r.goodput)
+
+    def median_of(self, value: Callable[[Result], float]) -> float:
+        values = sorted(value(r) for r in self.runs)
+        n = len(values)
+        return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
 # -- the clients ----------------------------------------------------------------------------
+
+
+#: Service Quotas' endpoint in the scenarios that read the quota: an emulator of its own,
+#: because the main one spends the scenario's processing time on every operation, and
+#: Service Quotas is another service that answers in milliseconds
+QUOTAS_URL: dict[str, str] = {}
 
 
 def run_a2ibatch(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
     import aioboto3
 
-    from a2ibatch import AwsSettings, Item, SubmitSettings, submit
+    from a2ibatch import AwsSettings, Item, Job, SubmitSettings
 
     items = [Item(id=f"item-{i}", line=i + 1, input_content=input_content(i)) for i in range(n)]
     settings = SubmitSettings(
@@ -200,12 +269,33 @@ def run_a2ibatch(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tupl
         ledger=tmp / f"{prefix}.jsonl",
         name_prefix=prefix,
         preflight=False,
-        rate=sc.quota if sc.told else 1000.0,
+        rate=sc.quota if sc.quota_source == TOLD else 1000.0,
         aws=AwsSettings(endpoint_url=url, region=REGION),
     )
     session = aioboto3.Session(**CREDENTIALS)
-    summary = asyncio.run(submit(settings, session=session, items=items))
+
+    async def main() -> Any:
+        job = Job(settings, session=session, items=items)
+        if sc.quota_source == SERVICE_QUOTAS:
+            await know_applied_quota(job, session, QUOTAS_URL[sc.key])
+        return await job.run()
+
+    summary = asyncio.run(main())
     return int(summary.counts["started"]), int(summary.counts["failed"])
+
+
+async def know_applied_quota(job: Any, session: Any, url: str) -> None:
+    """What the job's set-up does where the account lets it read Service Quotas: look the
+    start call's quota up (through the job's own meters) and start the controller at it.
+    Its time is in the client's wall time, as it will be in a job's."""
+    from a2ibatch._calls import Caller
+    from a2ibatch._quotas import applied_quota
+
+    async with session.client("service-quotas", endpoint_url=url) as quotas:
+        found = await applied_quota(Caller(job.meters), quotas, OPERATION)
+    if found is None:
+        raise RuntimeError("the emulator did not tell the quota")
+    job.meters.rate(OPERATION).know_quota(found.rate)
 
 
 def run_threads(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
@@ -318,7 +408,7 @@ def run_client(url: str, sc: Scenario, client: str, prefix: str, tmp: Path) -> R
         (row["second"] - offset, int(row["accepted"]), int(row["throttled"]))
         for row in histogram["seconds"]
     ]
-    ideal = n / sc.quota if sc.halve_at is None else replace(sc, items=n).ideal
+    ideal = sc.ideal_for(n)
     result = Result(
         client=client,
         scenario=sc.key,
@@ -398,8 +488,9 @@ def bare_aiobotocore(calls: int) -> Bare:
     paces its calls pays for event-loop wake-ups and calls in flight.
     """
     import aioboto3
-    from a2ibatch._clients import user_agent
     from aiobotocore.config import AioConfig
+
+    from a2ibatch._aws import user_agent
 
     retries = {"total_max_attempts": 1, "mode": "standard"}
 
@@ -442,7 +533,14 @@ def bare_aiobotocore(calls: int) -> Bare:
         floor, setup = min(asyncio.run(tight(url, f"bare{k}")) for k in range(3))
         agent = user_agent()
         fixed = min(asyncio.run(tight(url, f"agent{k}", user_agent=agent))[0] for k in range(3))
-    with run_subprocess(EmulatorConfig(seed=1, latency_ms=40.0, jitter_ms=20.0)) as url:
+    paced_config = EmulatorConfig(
+        seed=1,
+        network_ms=NETWORK_MS,
+        network_jitter_ms=NETWORK_JITTER_MS,
+        processing_ms=40.0,
+        processing_jitter_ms=20.0,
+    )
+    with run_subprocess(paced_config) as url:
         spread = min(asyncio.run(paced(url, f"paced{k}")) for k in range(3))
     return Bare(calls, floor, setup, fixed, spread)
 
@@ -450,28 +548,37 @@ def bare_aiobotocore(calls: int) -> Bare:
 # -- reporting ------------------------------------------------------------------------------
 
 
-def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> str:
+def table(rows: Sequence[Row], bare: Bare, chosen: Sequence[Scenario]) -> str:
     lines = [
-        "| client | scenario | items | goodput, whole run (x quota) | steady state (x quota) "
-        "| throttled | CPU ms/item | CPU vs bare call | wall s | ideal s | failed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| client | scenario | items | runs | goodput, worst (x quota) | goodput, median "
+        "| steady state, median | throttled, worst | throttled, median | CPU ms/item, median "
+        "| CPU vs bare call | wall s, median | ideal s | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
+    by_key = {sc.key: sc for sc in chosen}
+    for row in rows:
+        r, runs = row.median, row.runs
         wall, ideal, items = f"{r.wall:.1f}", f"{r.ideal:.1f}", str(r.items)
-        n = full_items[r.scenario]
-        if r.items != n:  # sequential: the wall time scaled to the scenario's item count
-            scale = n / r.items
-            wall = f"{r.wall:.1f} (≈{r.wall * scale:.0f} for {n})"
-            ideal = f"{r.ideal:.1f} ({r.ideal * scale:.1f})"
+        sc = by_key[r.scenario]
+        if r.items != sc.items:  # sequential: the wall time scaled to the scenario's items
+            n = sc.items
+            wall = f"{r.wall:.1f} (≈{r.wall * n / r.items:.0f} for {n})"
+            ideal = f"{r.ideal:.1f} ({sc.ideal_for(n):.1f})"
         extra = ""
-        if r.recovery is not None:
-            extra = f"; {_recovery(r.recovery)}"
-        steady = "" if r.steady is None else f"{r.steady:.3f}"
+        recoveries = [x.recovery for x in runs if x.recovery is not None]
+        if recoveries:
+            extra = f"; {_recovery(max(recoveries))}"
+        steadies = [x.steady for x in runs if x.steady is not None]
+        steady = f"{sorted(steadies)[len(steadies) // 2]:.3f}" if steadies else ""
+        cpu = row.median_of(lambda x: x.cpu_ms_per_item)
+        worst_throttled = max(x.throttled_share for x in runs)
+        median_throttled = row.median_of(lambda x: x.throttled_share)
         lines.append(
-            f"| {r.client} | {r.title}{extra} | {items} | {r.goodput:.3f} | {steady} "
-            f"| {100 * r.throttled_share:.1f}% | {r.cpu_ms_per_item:.2f} "
-            f"| {r.cpu_ms_per_item / bare.cpu_ms_per_call:.2f}x | {wall} | {ideal} "
-            f"| {r.failed} |"
+            f"| {r.client} | {r.title}{extra} | {items} | {len(runs)} "
+            f"| {row.worst.goodput:.3f} | {row.median_of(lambda x: x.goodput):.3f} | {steady} "
+            f"| {100 * worst_throttled:.1f}% | {100 * median_throttled:.1f}% | {cpu:.2f} "
+            f"| {cpu / bare.cpu_ms_per_call:.2f}x | {wall} | {ideal} "
+            f"| {max(x.failed for x in runs)} |"
         )
     floor = bare.cpu_ms_per_call
     for client, how, cpu in (
@@ -488,7 +595,8 @@ def table(results: Sequence[Result], bare: Bare, full_items: dict[str, int]) -> 
         ),
     ):
         lines.append(
-            f"| {client} | {how} | {bare.calls} | | | | {cpu:.2f} | {cpu / floor:.2f}x | | | |"
+            f"| {client} | {how} | {bare.calls} | | | | | | | {cpu:.2f} | {cpu / floor:.2f}x "
+            "| | | |"
         )
     return "\n".join(lines)
 
@@ -506,6 +614,8 @@ def chart(results: Sequence[Result], paths: Sequence[Path]) -> None:
     import matplotlib.pyplot as plt
 
     panels = [k for k in ("untold", "halving") if any(r.scenario == k for r in results)]
+    if not panels:
+        return
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.6 * len(panels)), squeeze=False)
     colours = {A2IBATCH: "C0", THREADS: "C1", GATHER: "C2", SEQUENTIAL: "C3"}
     for ax, key in zip(axes[:, 0], panels, strict=True):
@@ -554,8 +664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=3,
-        help="runs of a2ibatch per scenario; the table shows the median (by goodput)",
+        default=5,
+        help="runs of a2ibatch per scenario; the table shows the worst and the median",
     )
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/throughput.png")
     parser.add_argument(
@@ -565,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     charts = [OUT / "throughput.png"] + ([] if args.no_docs else [DOCS_CHART])
     if args.replot:
         saved = orjson.loads((OUT / "throughput.json").read_bytes())
-        chart([Result(**r) for r in saved["results"]], charts)
+        chart([Row([Result(**r) for r in runs]).median for runs in saved["rows"]], charts)
         return 0
     for name in ("botocore", "aiobotocore", "boto3", "aioboto3", "urllib3", "aiohttp"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -581,11 +691,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{bare.paced_cpu_ms_per_call:.3f}",
         flush=True,
     )
-    results: list[Result] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="a2ibatch-bench-") as tmp:
         for k, sc in enumerate(chosen):
             clients = [c for c in sc.clients if not args.clients or c in args.clients]
-            with run_subprocess(sc.emulator(args.seed + k)) as url:
+            with ExitStack() as emulators:
+                url = emulators.enter_context(run_subprocess(sc.emulator(args.seed + k)))
+                if sc.quota_source == SERVICE_QUOTAS:
+                    quotas = replace(sc.emulator(args.seed + k), processing_ms=0.0)
+                    QUOTAS_URL[sc.key] = emulators.enter_context(run_subprocess(quotas))
                 # A first call so the emulator's own start-up is not the first client's.
                 RUNNERS[SEQUENTIAL](url, sc, 1, f"warm{k}", Path(tmp))
                 for j, client in enumerate(clients):
@@ -604,15 +718,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"(ideal {r.ideal:.1f}), failed {r.failed}{extra}",
                             flush=True,
                         )
-                    # The run of median goodput stands for the client in the table.
-                    results.append(sorted(runs, key=lambda r: r.goodput)[len(runs) // 2])
+                    row = Row(runs)
+                    rows.append(row)
+                    if len(runs) > 1:
+                        print(
+                            f"{sc.key:8} {client:28} worst {row.worst.goodput:.3f}, median "
+                            f"{row.median_of(lambda x: x.goodput):.3f} x quota; throttled "
+                            f"worst {100 * max(x.throttled_share for x in runs):.1f}%, "
+                            f"median {100 * row.median_of(lambda x: x.throttled_share):.1f}%",
+                            flush=True,
+                        )
     elapsed = time.perf_counter() - started
-    full_items = {sc.key: sc.items for sc in chosen}
-    text = table(results, bare, full_items)
+    text = table(rows, bare, chosen)
     command = "python benchmarks/bench_throughput.py" + (" --quick" if args.quick else "")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     header = (
-        f"{command}  # {datetime.now(UTC):%Y-%m-%d}, {platform.python_version()}, "
-        f"{platform.machine()}, benchmark took {elapsed:.0f} s"
+        f"{command}  # {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.python_version()}, "
+        f"{platform.machine()}, load average at the end {load}, benchmark took {elapsed:.0f} s"
     )
     print()
     print(header)
@@ -621,11 +743,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     (OUT / "throughput.md").write_text(f"    {header}\n\n{text}\n")
     (OUT / "throughput.json").write_bytes(
         orjson.dumps(
-            {"bare": asdict(bare), "results": [asdict(r) for r in results]},
+            {
+                "bare": asdict(bare),
+                "rows": [[asdict(r) for r in row.runs] for row in rows],
+                "header": header,
+            },
             option=orjson.OPT_INDENT_2,
         )
     )
-    chart(results, charts)
+    chart([row.median for row in rows], charts)
     return 0
 
 

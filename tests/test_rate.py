@@ -1,7 +1,12 @@
-"""The rate controller against a simulated service: a token-bucket quota and a latency.
+"""The rate controller against a simulated service, in simulated time.
 
-Simulated time makes these exact and fast; the real-time figures against the emulator are
-the benchmarks' job.
+The service is the emulator's latency model (docs/emulator.md): a call crosses the network,
+is admitted or throttled on arrival by a token bucket (burst 5), spends its processing time
+if admitted, and crosses the network back, so a throttle answers within the network's
+round trip and a success a processing time later.  Two drivers: `Sim`, callers always
+waiting on `reserve()` (exact and fast), and `run_job`, a whole job's worker pool, in-flight
+cap, retries and `acquire()` on an event loop whose clock is simulated.  Real-time figures
+against the emulator are the benchmarks' job.
 """
 
 from __future__ import annotations
@@ -9,14 +14,21 @@ from __future__ import annotations
 import asyncio
 import heapq
 import random
+import selectors
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from a2ibatch._meters import InFlightCap
-from a2ibatch._rate import RateController, RateSettings
+from a2ibatch._pool import WorkerPool
+from a2ibatch._rate import Phase, RateController, RateSettings
+from a2ibatch._retry import CallError, ErrorKind, RetryPolicy
+
+NETWORK = 0.003  # one way, seconds, as in the benchmarks ...
+NETWORK_JITTER = 0.002  # ... +- this
 
 
 @dataclass
@@ -38,115 +50,289 @@ class Bucket:
 
 
 @dataclass
-class Sim:
-    """Always-busy senders paced by the controller.
-
-    As in the emulator, a call meets the quota when it arrives, a jittered latency after it
-    was sent, and is answered then: calls sent evenly arrive bunched, and a small burst
-    bucket throttles some of them even below the quota.
-    """
+class Service:
+    """Network in, admission, processing (admitted calls only), network out."""
 
     quota: float
-    latency: float = 0.04
+    processing: float = 0.04
     jitter: float = 0.02
-    ceiling: float = 1000.0
-    now: float = 0.0
+    network_jitter: float = NETWORK_JITTER
+    seed: int = 1
     accepted: list[float] = field(default_factory=list)
     throttled: list[float] = field(default_factory=list)
-    rates: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.bucket = Bucket(self.quota)
+        self.rng = random.Random(self.seed)
+
+    def one_way(self) -> float:
+        return max(0.0, NETWORK + self.rng.uniform(-self.network_jitter, self.network_jitter))
+
+    def work(self) -> float:
+        return max(0.0, self.processing + self.rng.uniform(-self.jitter, self.jitter))
+
+    def admit(self, now: float) -> bool:
+        ok = self.bucket.take(now)
+        (self.accepted if ok else self.throttled).append(now)
+        return ok
+
+    def goodput(self, start: float, stop: float) -> float:
+        return sum(1 for t in self.accepted if start <= t < stop) / (stop - start)
+
+    def throttled_share(self, start: float = 0.0) -> float:
+        throttled = sum(1 for t in self.throttled if t >= start)
+        return throttled / max(1, throttled + sum(1 for t in self.accepted if t >= start))
+
+
+@dataclass
+class Sim:
+    """Callers always waiting on the pace: each send is the controller's next slot."""
+
+    service: Service
+    ceiling: float = 1000.0
+    now: float = 0.0
+    rates: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
         self.ctl = RateController(RateSettings(ceiling=self.ceiling), clock=lambda: self.now)
-        self.rng = random.Random(1)
-        self.pending: list[tuple[float, float]] = []  # (arrival, round trip)
+        self.events: list[tuple[float, int, bool, float]] = []  # (time, arrive?, ok, sent)
 
     def run(self, seconds: float, quota_changes: dict[float, float] | None = None) -> None:
         changes = sorted((quota_changes or {}).items())
         end = self.now + seconds
+        service, ctl, events = self.service, self.ctl, self.events
         while self.now < end:
-            send_at = self.now + self.ctl.reserve()
-            self.rates.append(self.ctl.rate)
-            # Calls that arrive before the next send are answered first.
-            while self.pending and self.pending[0][0] <= send_at:
-                arrive, rtt = heapq.heappop(self.pending)
-                self.now = arrive
-                while changes and changes[0][0] <= arrive:
-                    self.bucket.rate = changes.pop(0)[1]
-                if self.bucket.take(arrive):
-                    self.accepted.append(arrive)
-                    self.ctl.on_success(rtt)
+            send_at = self.now + ctl.reserve()
+            self.rates.append(ctl.rate)
+            while events and events[0][0] <= send_at:
+                at, arrive, ok, sent = heapq.heappop(events)
+                self.now = at
+                if arrive:
+                    while changes and changes[0][0] <= at:
+                        service.bucket.rate = changes.pop(0)[1]
+                    ok = service.admit(at)
+                    delay = (service.work() if ok else 0.0) + service.one_way()
+                    heapq.heappush(events, (at + delay, 0, ok, sent))
+                elif ok:
+                    ctl.on_success(at - sent)
                 else:
-                    self.throttled.append(arrive)
-                    self.ctl.on_throttle(sent=arrive - rtt)
+                    ctl.on_throttle(sent=sent)
             self.now = max(self.now, send_at)
-            rtt = max(0.001, self.latency + self.rng.uniform(-self.jitter, self.jitter))
-            heapq.heappush(self.pending, (self.now + rtt, rtt))
-
-    def goodput(self, start: float, stop: float) -> float:
-        n = sum(1 for t in self.accepted if start <= t < stop)
-        return n / (stop - start)
-
-    def throttled_share(self, start: float = 0.0) -> float:
-        throttled = sum(1 for t in self.throttled if t >= start)
-        return throttled / (throttled + sum(1 for t in self.accepted if t >= start))
+            heapq.heappush(events, (self.now + service.one_way(), 1, False, self.now))
 
 
-def bunching_floor(quota: float, jitter: float, seconds: float = 60.0) -> float:
-    """Share of calls sent evenly at exactly the quota that the bucket throttles anyway."""
-    rng = random.Random(2)
-    arrivals = sorted(i / quota + rng.uniform(-jitter, jitter) for i in range(int(seconds * quota)))
-    bucket = Bucket(quota)
-    return sum(0 if bucket.take(t) else 1 for t in arrivals) / len(arrivals)
+class _SimulatedSelector(selectors.DefaultSelector):
+    """Waiting for the next timer moves the simulated clock instead of sleeping."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        if timeout is None:
+            raise RuntimeError("nothing scheduled: the simulated job is stuck")
+        self.clock[0] += max(0.0, timeout)
+        return super().select(0)
+
+
+THROTTLED = CallError(ErrorKind.THROTTLED, "ThrottlingException", "")
+
+
+@dataclass
+class Job:
+    """A job's whole run: goodput over the least possible time, share throttled."""
+
+    goodput: float
+    throttled: float
+    service: Service
+    ctl: RateController
+
+
+def run_job(service: Service, items: int, *, know: float | None = None, **settings: Any) -> Job:
+    """`items` calls through a worker pool as large as the in-flight cap, each retried as
+    `RetryPolicy` says, paced by `acquire()` on an event loop with a simulated clock."""
+    clock = [0.0]
+    loop = asyncio.SelectorEventLoop(_SimulatedSelector(clock))
+    loop.time = lambda: clock[0]  # type: ignore[method-assign]
+    ctl = RateController(RateSettings(**settings), clock=lambda: clock[0])
+    if know is not None:
+        ctl.know_quota(know)
+    cap, policy, rng = InFlightCap(None), RetryPolicy(), random.Random(service.seed + 1)
+    todo = iter(range(items))
+    done: list[float] = []
+
+    async def take() -> int | None:
+        return next(todo, None)
+
+    async def work(_item: int) -> None:
+        for attempt in range(1, policy.max_attempts + 1):
+            await ctl.acquire()
+            sent = clock[0]
+            await asyncio.sleep(service.one_way())
+            ok = service.admit(clock[0])
+            await asyncio.sleep((service.work() if ok else 0.0) + service.one_way())
+            if ok:
+                ctl.on_success(clock[0] - sent)
+                cap.update(ctl.rate, ctl.latency)
+                done.append(clock[0])
+                return
+            ctl.on_throttle(sent=sent)
+            await anyio.sleep(policy.wait(attempt, THROTTLED, rng))
+
+    try:
+        loop.run_until_complete(WorkerPool(cap, take, work).run())
+    finally:
+        loop.close()
+    least = items / service.quota + service.processing + 2 * NETWORK
+    return Job(least / max(done) * len(done) / items, service.throttled_share(), service, ctl)
+
+
+# -- whole jobs: the benchmark's scenarios, worst of several runs ---------------------------
 
 
 @pytest.mark.parametrize(
-    ("quota", "latency", "jitter", "share"),
+    ("quota", "items", "processing", "jitter", "good", "throttled"),
     [
-        (5.0, 0.04, 0.02, 0.95),  # Textract-like quota
-        (40.0, 0.3, 0.1, 0.94),
-        (150.0, 0.04, 0.02, 0.96),  # the benchmark's StartHumanLoop
-        (150.0, 0.02, 0.01, 0.98),
-        # Known weak spot: at a high quota, slow start's estimate of it is noisy and the
-        # controller settles low before a re-probe finds more.
-        (600.0, 0.04, 0.005, 0.8),
+        (150.0, 2000, 0.04, 0.02, 0.97, 0.015),  # StartHumanLoop
+        (150.0, 2000, 0.02, 0.01, 0.97, 0.015),
+        (20.0, 400, 2.0, 0.5, 0.95, 0.02),  # Textract pages
     ],
 )
-def test_finds_an_untold_quota(quota: float, latency: float, jitter: float, share: float) -> None:
-    sim = Sim(quota=quota, latency=latency, jitter=jitter)
-    sim.run(60.0)
-    assert sim.goodput(2.0, 60.0) >= share * quota
-    # Finding the quota costs some throttles at the start (slow start overshoots a small
-    # quota many times over), then a few per cycle, on top of those the bunching of
-    # arrivals costs at the quota itself.
-    floor = bunching_floor(quota, jitter)
-    assert len(sim.throttled) <= 60 + (0.02 + floor) * len(sim.accepted)
-    assert sim.ctl.throttles == len(sim.throttled)
+def test_the_worst_of_five_jobs_runs_at_the_quota(
+    quota: float, items: int, processing: float, jitter: float, good: float, throttled: float
+) -> None:
+    # The whole run, start-up included.  The controller used to settle far below the quota
+    # in some runs (0.78 of it in one of these five): slow start's estimate came from
+    # answers that lag the sends, and the curve stayed flat at it for six seconds.
+    jobs = [run_job(Service(quota, processing, jitter, seed=s), items) for s in range(5)]
+    assert min(j.goodput for j in jobs) >= good
+    assert max(j.throttled for j in jobs) <= throttled
+
+
+def test_the_first_second_is_nearly_at_the_quota() -> None:
+    # Slow start from 40/s reaches 150/s within a quarter of a second (from 20/s, as it
+    # used to, the first second accepted 0.75-0.85 of the quota).
+    for seed in range(3):
+        job = run_job(Service(150.0, seed=seed), 600)
+        assert job.service.goodput(0.0, 1.0) >= 0.9 * 150.0
+
+
+def test_a_known_quota_starts_at_it_and_stays_under_it() -> None:
+    job = run_job(Service(150.0), 1500, know=150.0)
+    assert job.service.goodput(0.0, 1.0) >= 0.97 * 150.0
+    assert job.throttled <= 0.002
+    assert job.ctl.settings.ceiling == 150.0
+    slow = run_job(Service(20.0, 2.0, 0.5), 400, know=20.0)
+    assert slow.goodput >= 0.97 and slow.throttled <= 0.005
+
+
+def test_a_known_quota_shared_with_another_job_is_found_below_it() -> None:
+    # Service Quotas says 150/s, but another job on the account takes 60 of them.
+    job = run_job(Service(90.0), 1200, know=150.0)
+    assert job.service.goodput(2.0, 10.0) >= 0.93 * 90.0
+    assert job.ctl.rate <= 150.0
+
+
+def test_a_user_ceiling_below_a_known_quota_stays() -> None:
+    ctl = RateController(RateSettings(ceiling=50.0))
+    ctl.know_quota(150.0)
+    assert ctl.rate == ctl.settings.ceiling == 50.0
+    assert ctl.phase is Phase.CUBIC and ctl.estimate == 50.0
+
+
+def test_a_tiny_quota_costs_few_throttles() -> None:
+    # 40/s against 5/s: heavy throttling before any count; the share throttled says how far
+    # above the quota the rate is (it used to take a dozen 10% cuts, 12% of calls throttled).
+    job = run_job(Service(5.0), 300)
+    assert job.goodput >= 0.95
+    assert job.throttled <= 0.07
+
+
+# -- the quota's estimate: counted sends between throttled sends -----------------------------
+
+
+def test_a_probe_past_the_quota_is_cut_to_the_count_not_to_a_share_of_the_rate() -> None:
+    # The burst of 5 lets a probe run several percent past the quota before it is
+    # throttled; the estimate is the count (its upper end), never below the quota, and
+    # the rate stands just under it (2%), not a share of the rate the probe reached.
+    for seed in range(3):
+        sim = Sim(Service(150.0, seed=seed))
+        sim.run(5.0)
+        for _ in range(5):
+            sim.run(5.0)
+            assert sim.ctl.phase is Phase.CUBIC
+            assert sim.ctl.estimate is not None
+            assert 150.0 <= sim.ctl.estimate <= 1.02 * 150.0
+        assert sim.service.goodput(3.0, 30.0) >= 0.997 * 150.0
+        assert sim.service.throttled_share(3.0) <= 0.01
+
+
+def test_a_low_first_estimate_is_left_behind_within_two_seconds() -> None:
+    # Slow start ends with a guess (half the rate), as low as 0.6 of the quota at 600/s;
+    # the ramp climbs by a share per call instead of staying flat at it, and the first
+    # count that is precise enough ends the ramp (else it would run on, throttled).
+    for seed in range(3):
+        sim = Sim(Service(600.0, network_jitter=0.0005, seed=seed))
+        sim.run(8.0)
+        assert sim.service.goodput(2.5, 8.0) >= 0.96 * 600.0
+        assert sim.service.throttled_share(2.5) <= 0.02
+
+
+def test_a_low_quota_is_probed_seldom_and_a_changed_one_found_again() -> None:
+    # At 20/s a probe's count is rough (a dozen calls, +-8%): the rate steps back to it
+    # and probes again only `PROBE_CALLS` calls later.
+    sim = Sim(Service(20.0, 2.0, 0.5))
+    sim.run(120.0)
+    assert sim.ctl.estimate == pytest.approx(20.0, rel=0.05)
+    assert sim.service.throttled_share(10.0) <= 0.015
+    assert sim.service.goodput(10.0, 120.0) >= 0.95 * 20.0
+    sim.run(60.0, quota_changes={sim.now + 1.0: 10.0})
+    assert sim.ctl.estimate == pytest.approx(10.0, rel=0.06)
+
+
+def test_a_trickle_of_throttles_at_a_low_quota_is_cut_for() -> None:
+    # A plateau 4% above a 20/s quota throttles about one call a second: never two within
+    # one second, but 4% of the calls.  Throttles are counted over 100 calls' time.
+    now = [0.0]
+    ctl = RateController(RateSettings(ceiling=1000.0, initial=20.8), clock=lambda: now[0])
+    ctl.know_quota(20.8)
+    next_throttle = 1.0
+    while now[0] < 12.0:
+        now[0] += 1.0 / ctl.rate
+        ctl.reserve()
+        ctl.on_success(2.0)
+        if now[0] >= next_throttle:
+            ctl.on_throttle(sent=now[0] - 0.006)
+            next_throttle += 1.25
+    assert ctl.rate < 20.8
+
+
+def test_growth_waits_for_throttles_not_for_seconds_long_answers() -> None:
+    # At 2 s per answer a throttle still answers in milliseconds, so growth waits a few
+    # throttle round trips, not an answer's: at 50/s the quota is reached seconds sooner.
+    for seed in range(3):
+        sim = Sim(Service(50.0, 2.0, 0.5, seed=seed))
+        sim.run(20.0)
+        assert sim.service.goodput(3.0, 20.0) >= 0.985 * 50.0
+
+
+# -- behaviours kept from before -------------------------------------------------------------
 
 
 def test_slow_start_stops_at_the_second_throttle() -> None:
-    # Doubling every round trip, slow start overshoots the quota until it hears back; the
-    # share-of-calls noise rule would let it run on (a high rate makes "2% of the calls" many
-    # throttles), so in slow start a second throttle ends it.  Averaged over seeds: the
-    # overshoot of one run depends on where the doubling lands.
     first = []
     for seed in range(5):
-        sim = Sim(quota=150.0)
-        sim.rng.seed(seed)
+        sim = Sim(Service(150.0, seed=seed))
         sim.run(10.0)
-        first.append(sum(1 for t in sim.throttled if t < 1.5))
-    assert sum(first) / len(first) <= 12  # about 20 when slow start waited for 2%
+        first.append(sum(1 for t in sim.service.throttled if t < 1.5))
+    assert sum(first) / len(first) <= 12
 
 
 def test_noise_at_the_quota_does_not_restart_slow_start() -> None:
-    # Throttles too few to cut for still say "this is about the quota": a growth curve that
-    # ran a whole cycle without a cut must not take that for a quota that grew, or the slow
-    # start it restarts overshoots again.
     now = [0.0]
     ctl = RateController(RateSettings(ceiling=1000.0, initial=150.0), clock=lambda: now[0])
     ctl.on_throttle()
     ctl.on_throttle()  # two throttles end slow start
-    assert not ctl._slow_start
     next_noise = 2.0
     while now[0] < 30.0:
         now[0] += 0.5 / ctl.rate  # callers always waiting on the pace
@@ -155,57 +341,40 @@ def test_noise_at_the_quota_does_not_restart_slow_start() -> None:
         if now[0] >= next_noise:  # one isolated throttle every two seconds
             ctl.on_throttle()
             next_noise += 2.0
-        assert not ctl._slow_start, f"slow start again at {now[0]:.1f} s"
-    # Without any throttle a whole cycle long, it does look for a larger quota.
-    while now[0] < 45.0 and not ctl._slow_start:
-        now[0] += 0.5 / ctl.rate
-        ctl.reserve()
-        ctl.on_success(0.04)
-    assert ctl._slow_start
-
-
-def test_a_long_round_trip_does_not_hammer() -> None:
-    # Textract-like: seconds per call, a small quota.  Feedback on every probe comes a
-    # long round trip later, and the arrivals' spread throttles some calls at any rate.
-    sim = Sim(quota=20.0, latency=2.0, jitter=0.5)
-    sim.run(120.0)
-    assert sim.goodput(10.0, 120.0) >= 0.85 * 20.0
-    assert sim.throttled_share(10.0) <= bunching_floor(20.0, 0.5) + 0.05
+        assert ctl.phase is not Phase.SLOW_START, f"slow start again at {now[0]:.1f} s"
 
 
 def test_a_told_quota_is_never_exceeded() -> None:
-    sim = Sim(quota=150.0, ceiling=150.0, jitter=0.005)
+    sim = Sim(Service(150.0), ceiling=150.0)
     sim.run(20.0)
     assert max(sim.rates) <= 150.0
-    assert not sim.throttled
-    assert sim.goodput(1.0, 20.0) >= 0.98 * 150.0
+    assert sim.service.throttled_share() <= 0.002
+    assert sim.service.goodput(1.0, 20.0) >= 0.98 * 150.0
 
 
 def test_a_told_quota_shrugs_off_bunching() -> None:
-    # Arrivals spread by +-20 ms throttle about 1% of calls sent at exactly the quota: that
-    # is noise at the ceiling the user gave, not a reason to fall far below it.
-    sim = Sim(quota=150.0, ceiling=150.0, jitter=0.02)
+    # Arrivals spread by +-10 ms one way throttle some calls sent at exactly the quota:
+    # noise at the ceiling the user gave, not a reason to fall far below it.
+    sim = Sim(Service(150.0, network_jitter=0.01), ceiling=150.0)
     sim.run(30.0)
     assert max(sim.rates) <= 150.0
-    assert sim.goodput(1.0, 30.0) >= 0.97 * 150.0
-    assert sim.throttled_share() <= 1.5 * bunching_floor(150.0, 0.02)
+    assert sim.service.goodput(1.0, 30.0) >= 0.97 * 150.0
+    assert sim.service.throttled_share() <= 0.01
 
 
 def test_recovers_when_the_quota_halves() -> None:
-    sim = Sim(quota=150.0)
+    sim = Sim(Service(150.0))
     sim.run(40.0, quota_changes={20.0: 75.0})
-    # Back at 90% of the new quota within a few seconds, and close to it from then on.
-    back = next(t / 4 for t in range(80, 160) if sim.goodput(t / 4, t / 4 + 1) >= 0.9 * 75)
-    assert back <= 22.0
-    assert sim.goodput(25.0, 39.0) >= 0.95 * 75.0
-    # It does not keep hammering the lower quota.
-    assert sim.throttled_share(25.0) <= 0.03
+    back = next(t / 4 for t in range(80, 160) if sim.service.goodput(t / 4, t / 4 + 1) >= 67.5)
+    assert back <= 21.0
+    assert sim.service.goodput(22.0, 39.0) >= 0.95 * 75.0
+    assert sim.service.throttled_share(22.0) <= 0.02
 
 
 def test_finds_a_quota_that_doubles() -> None:
-    sim = Sim(quota=75.0)
+    sim = Sim(Service(75.0))
     sim.run(40.0, quota_changes={15.0: 150.0})
-    assert sim.goodput(30.0, 40.0) >= 0.9 * 150.0
+    assert sim.service.goodput(25.0, 40.0) >= 0.9 * 150.0
 
 
 def test_no_growth_without_demand() -> None:
@@ -242,27 +411,9 @@ def test_throttles_of_calls_sent_before_a_cut_do_not_cut_again() -> None:
     for _ in range(10):
         ctl.on_throttle(sent=-0.5)
     assert ctl.rate == cut
-    for _ in range(3):  # calls sent after the cut and still throttled: cut again at once,
-        ctl.on_throttle(sent=1.0)  # not two round trips later
+    for _ in range(3):  # calls sent after the cut and still throttled: cut again at once
+        ctl.on_throttle(sent=1.0)
     assert ctl.rate < cut
-
-
-def test_a_probe_just_past_the_quota_costs_a_small_cut() -> None:
-    # Out of slow start, a few throttles among many accepted calls mean a probe went just
-    # past the quota: step back 5%, not the 10% a real overload (or a dropped quota) gets.
-    now = [0.0]
-    ctl = RateController(RateSettings(ceiling=1e6, initial=100.0), clock=lambda: now[0])
-    ctl.on_throttle(sent=0.0)
-    ctl.on_throttle(sent=0.0)  # slow start ends
-    while now[0] < 2.0:
-        now[0] += 0.5 / ctl.rate
-        ctl.reserve()
-        ctl.on_success(0.04)
-    before = ctl.rate
-    assert before < 1e6
-    ctl.on_throttle(sent=now[0])
-    ctl.on_throttle(sent=now[0])  # 2 of the last second's ~100 answers
-    assert ctl.rate == pytest.approx(0.95 * before)
 
 
 def test_the_first_answer_sets_the_latency() -> None:
@@ -279,15 +430,14 @@ def test_concurrency_follows_littles_law() -> None:
     cap = InFlightCap(None, minimum=16, maximum=1024)
     seen: list[int] = []
     cap.on_change = seen.append
-    # Before any answer: room for the first rate at a round trip of seconds.
-    assert cap.limit == 64
-    cap.update(rate=10.0, latency=2.0)  # Textract: seconds per page
+    assert cap.limit == 64  # before any answer: room for the first rate at seconds per call
+    cap.update(rate=10.0, latency=2.0)
     assert cap.limit == 16 + 40
-    cap.update(rate=150.0, latency=0.04)  # StartHumanLoop: tens of milliseconds
+    cap.update(rate=150.0, latency=0.04)
     assert cap.limit == 16 + 12
     cap.update(rate=1000.0, latency=5.0)
     assert cap.limit == 1024
-    assert seen == [56, 28, 1024]  # a worker pool hears of every change
+    assert seen == [56, 28, 1024]
     fixed = InFlightCap(7)
     fixed.update(rate=1000.0, latency=5.0)
     assert fixed.limit == 7
@@ -310,14 +460,8 @@ def test_released_in_order_a_few_slots_at_most_early() -> None:
         waiters[1].cancel()
         ctl._waiters.extend(waiters)
         ctl._release(Loop())  # type: ignore[arg-type]
-        # The head goes now; the next live caller's slot is 10 ms away, within 1.5 slots.
-        assert [w.done() and not w.cancelled() for w in waiters] == [
-            True,
-            False,
-            True,
-            False,
-            False,
-        ]
+        released = [w.done() and not w.cancelled() for w in waiters]
+        assert released == [True, False, True, False, False]
         assert timers == [pytest.approx(0.02)]
         now[0] = 0.02
         ctl._release(Loop())  # type: ignore[arg-type]

@@ -1,0 +1,271 @@
+"""The quota of an API: read from Service Quotas where the account allows it, else
+counted from what the service admitted.
+
+**Read.**  A job that knows its start call's quota need not find it by being throttled: it
+can start at it and never exceed it (`RateController.know_quota`).  Service Quotas tells the
+value applied to the account (the default, or an increase AWS granted) if the identity may
+call ``servicequotas:ListServiceQuotas``; many job roles may not, and then the controller
+finds the quota as it always has.  So `applied_quota` is an optimisation that must never
+cost a job anything: an access denial, an endpoint out of reach (a VPC without a Service
+Quotas endpoint), an unknown service or a quota not listed all mean "not known", after at
+most `LOOKUP_TIMEOUT` seconds, and never stop the job or close its outage gate.  Quotas are
+matched by service code and by the operation their usage metric counts
+(``UsageMetric.MetricDimensions.Resource``), or else by a name that says it is the rate of
+that operation, never by quota code: AWS does not publish the codes of these quotas.
+
+**Counted.**  AWS admits or throttles a call when it arrives and answers a throttle at once;
+an admitted call answers only after its processing time (tens of milliseconds for
+StartHumanLoop, seconds for a Textract page).  So throttles are heard of within a network
+round trip while successes lag, and a rate estimated from the answers lags too.
+`AdmissionCount` counts sends instead: each throttled call was sent when the service's
+bucket was empty, so between two throttled sends the calls the service admitted (sent minus
+throttled), over the time between them, is the quota to within one call over that span,
+whatever the bucket's burst and the processing time, as long as the bucket did not fill up
+in between.  Such a stretch of throttles is an *episode*; it ends at a cut of the rate or
+after `EPISODE_GAP_CALLS` sends without a throttle (the bucket may have filled since).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from ._log import get_logger
+from ._retry import CallError, ErrorKind, describe_exception
+
+if TYPE_CHECKING:  # the stubs are a development dependency (types-aiobotocore)
+    from types_aiobotocore_service_quotas import ServiceQuotasClient
+    from types_aiobotocore_service_quotas.type_defs import (
+        ListServiceQuotasResponseTypeDef,
+        ServiceQuotaTypeDef,
+    )
+
+    from ._calls import Caller
+
+log = get_logger()
+
+#: the Service Quotas service code of each operation whose rate a job controls
+SERVICE_CODES: Final = {
+    "StartHumanLoop": "sagemaker",
+    "DescribeHumanLoop": "sagemaker",
+    "ListHumanLoops": "sagemaker",
+    "StopHumanLoop": "sagemaker",
+    "DeleteHumanLoop": "sagemaker",
+    "AnalyzeDocument": "textract",
+    "DetectModerationLabels": "rekognition",
+}
+#: the whole lookup gives up after this long (seconds): it must not hold a job up
+LOOKUP_TIMEOUT: Final = 5.0
+#: quotas asked for per page, and pages read at most (SageMaker lists hundreds)
+PAGE_SIZE = 100
+MAX_PAGES: Final = 20
+_PERIOD_SECONDS: Final = {
+    "MICROSECOND": 1e-6,
+    "MILLISECOND": 1e-3,
+    "SECOND": 1.0,
+    "MINUTE": 60.0,
+    "HOUR": 3600.0,
+    "DAY": 86400.0,
+    "WEEK": 604800.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedQuota:
+    """One operation's rate quota as the account applies it."""
+
+    operation: str
+    rate: float  # calls per second
+    service_code: str
+    quota_code: str
+    name: str
+
+    def describe(self) -> str:
+        """A short account of where the rate came from, for a job's summary."""
+        return (
+            f"{self.operation} quota {self.rate:g}/s from Service Quotas "
+            f"({self.service_code} {self.quota_code})"
+        )
+
+
+def _classify(exc: BaseException) -> CallError:
+    """Errors that would stop a job or wait out an outage only end the lookup here."""
+    error = describe_exception(exc)
+    if error.kind in (ErrorKind.FATAL, ErrorKind.NOT_SENT, ErrorKind.QUOTA):
+        return CallError(ErrorKind.ITEM, error.code, error.message, error.status)
+    return error
+
+
+async def applied_quota(
+    caller: Caller,
+    quotas: ServiceQuotasClient,
+    operation: str,
+    *,
+    within: float = LOOKUP_TIMEOUT,
+) -> AppliedQuota | None:
+    """The applied rate quota of `operation` in the client's region, or None if the
+    account does not tell it (see the module docstring).
+
+    Calls go through `caller` (the job's meters and retries: throttling and server errors
+    are retried, for at most `within` seconds).  Why it is unknown is logged (``quota_unknown``).
+    """
+    from ._calls import CallFailed  # not at the top: the rate controller imports this module
+
+    service = SERVICE_CODES.get(operation)
+    if service is None:
+        _unknown(operation, "no Service Quotas service for this operation")
+        return None
+    reason = f"no answer within {within:g} s"
+    with anyio.move_on_after(within):
+        try:
+            return await _find(caller, quotas, service, operation)
+        except CallFailed as failed:
+            reason = failed.error.code
+        except _NotListed as missing:
+            reason = str(missing)
+    _unknown(operation, reason)
+    return None
+
+
+class _NotListed(Exception):
+    """The service lists no rate quota for the operation."""
+
+
+async def _find(
+    caller: Caller, quotas: ServiceQuotasClient, service: str, operation: str
+) -> AppliedQuota:
+    kwargs: dict[str, Any] = {"ServiceCode": service, "MaxResults": PAGE_SIZE}
+    by_name: AppliedQuota | None = None
+    for _ in range(MAX_PAGES):
+        answer, _attempts = await caller.attempt(
+            "ListServiceQuotas", quotas.list_service_quotas, kwargs, classify=_classify
+        )
+        page: ListServiceQuotasResponseTypeDef = answer
+        for quota in page.get("Quotas", []):
+            found = _rate_quota(quota, service, operation)
+            if found is None:
+                continue
+            if _metric_resource(quota) == operation:
+                return found
+            by_name = by_name or found
+        token = page.get("NextToken")
+        if not token:
+            break
+        kwargs["NextToken"] = token
+    if by_name is not None:
+        return by_name
+    raise _NotListed(f"no rate quota of {operation} listed for {service}")
+
+
+def _metric_resource(quota: ServiceQuotaTypeDef) -> str | None:
+    dimensions: Mapping[str, str] = quota.get("UsageMetric", {}).get("MetricDimensions", {})
+    return dimensions.get("Resource")
+
+
+def _rate_quota(quota: ServiceQuotaTypeDef, service: str, operation: str) -> AppliedQuota | None:
+    """The quota as a rate of `operation`, if it is one: its usage metric counts the
+    operation (or its name names it), and it has a period (or its name says it is a rate;
+    then it is per second)."""
+    name = quota.get("QuotaName", "")
+    resource = _metric_resource(quota)
+    rate_name = _names_rate_of(name, operation)
+    if resource != operation and not (resource is None and rate_name):
+        return None
+    value = quota.get("Value")
+    period = quota.get("Period")
+    if value is None or (period is None and not rate_name):
+        return None
+    period = period or {}
+    seconds = _PERIOD_SECONDS.get(period.get("PeriodUnit", "SECOND"), math.nan)
+    seconds *= period.get("PeriodValue", 1)
+    rate = float(value) / seconds if seconds > 0 else math.nan
+    if not (rate > 0 and math.isfinite(rate)):
+        return None
+    return AppliedQuota(operation, rate, service, quota.get("QuotaCode", "?"), name)
+
+
+def _names_rate_of(name: str, operation: str) -> bool:
+    """Whether a quota's name says it is the request rate of `operation`."""
+    lowered = name.lower()
+    return operation.lower() in lowered.replace(" ", "") and any(
+        word in lowered for word in ("per second", "rate of", "tps", "transactions per")
+    )
+
+
+def _unknown(operation: str, reason: str) -> None:
+    log.info("quota_unknown", operation=operation, reason=reason)
+
+
+# -- counted: what the service admitted --------------------------------------------------
+
+#: an episode ends at a cut, or after this many sends without a throttle
+EPISODE_GAP_CALLS: Final = 100.0
+#: a share of calls throttled is taken over at least this many sends
+SHARE_CALLS: Final = 50
+#: sends are remembered this long (seconds), and since the episode began
+SEND_MEMORY: Final = 5.0
+
+
+class AdmissionCount:
+    """The calls one API's service admitted, counted from the sends (see the module
+    docstring).  The rate controller appends every send's time to `sends` (in order: it is
+    on the hot path) and reports each throttled send."""
+
+    __slots__ = ("_first", "_last", "_throttled", "sends")
+
+    def __init__(self) -> None:
+        self.sends: list[float] = []  # send times, ascending
+        self._throttled: list[float] = []  # send times of throttled calls, ascending
+        self._first = self._last = -math.inf  # the current episode's throttled sends
+
+    def forget(self, now: float, rate: float) -> None:
+        """Drop sends no count will look at (called now and then): those before the last
+        few seconds, unless the current episode, still open, began earlier."""
+        since = now - SEND_MEMORY
+        if now - self._last <= EPISODE_GAP_CALLS / rate:
+            since = min(since, self._first)
+        for times in (self.sends, self._throttled):
+            cut = bisect_left(times, since)
+            if cut > len(times) // 2:
+                del times[:cut]
+
+    def throttled(self, sent: float, *, cut_at: float, rate: float, late: bool = False) -> None:
+        """A call sent at `sent` was throttled; the rate was last cut at `cut_at`.  A `late`
+        throttle came through a stall, when the service admitted nothing for a while: it
+        ends the episode, and the next throttle starts one."""
+        times = self._throttled
+        if times and sent < times[-1]:
+            insort(times, sent)
+        else:
+            times.append(sent)
+        if late:
+            self._first, self._last = math.inf, -math.inf
+            return
+        after_cut = sent >= cut_at > self._first
+        if after_cut or sent - self._last > EPISODE_GAP_CALLS / rate:
+            self._first = self._last = sent
+        self._last = max(self._last, sent)
+
+    def share(self) -> float:
+        """Share of the calls sent since the episode began that were throttled (of the last
+        `SHARE_CALLS` sends at least: two throttles in a row are no share)."""
+        sends = self.sends
+        since = min(self._first, sends[-SHARE_CALLS] if len(sends) >= SHARE_CALLS else 0.0)
+        sent = len(sends) - bisect_left(sends, since)
+        throttled = len(self._throttled) - bisect_left(self._throttled, since)
+        return min(1.0, throttled / sent) if sent else 1.0
+
+    def count(self) -> tuple[int, float]:
+        """Admitted calls and seconds between the current episode's first and last
+        throttled sends ((0, 0.0) before its second)."""
+        first, last, throttled = self._first, self._last, self._throttled
+        if not last > first:
+            return 0, 0.0
+        admitted = bisect_right(self.sends, last) - bisect_right(self.sends, first)
+        admitted -= bisect_right(throttled, last) - bisect_right(throttled, first)
+        return max(0, admitted), last - first
