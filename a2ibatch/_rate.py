@@ -27,6 +27,11 @@ quota.  Isolated throttles (a share of recent calls below `NOISE_SHARE`) are noi
 bunched by the network can empty a small burst bucket below the quota) and are retried
 without a cut.  A `ceiling` (the user's `--rate`) is never exceeded; `know_quota` starts at
 a quota read from Service Quotas and keeps it as the ceiling.
+
+**Shards.**  Controllers that share one quota without talking (a job's shards) together
+run at it, but their shares do not converge: each one's count is its own share, and its
+growth scales with its own rate (the ramp by its square, the curve's `PROBE_CALLS`), so
+the shares the first second leaves persist.  Give each shard ``--rate quota/N``.
 """
 
 from __future__ import annotations
