@@ -29,9 +29,9 @@ without a cut.  A `ceiling` (the user's `--rate`) is never exceeded; `know_quota
 a quota read from Service Quotas and keeps it as the ceiling.
 
 **Shards.**  Controllers that share one quota without talking (a job's shards) together
-run at it, but their shares do not converge: each one's count is its own share, and its
-growth scales with its own rate (the ramp by its square, the curve's `PROBE_CALLS`), so
-the shares the first second leaves persist.  Give each shard ``--rate quota/N``.
+run at it, but untold their shares do not converge: each one's count is its own share and
+its growth scales with its own rate, so the shares the first second leaves persist.
+Shards that read the quota start at 1/N of it and stay near equal; else ``--rate Q/N``.
 """
 
 from __future__ import annotations
@@ -161,15 +161,17 @@ class RateController:
         """The quota's current estimate (None before the first cut or known quota)."""
         return None if self.phase is Phase.SLOW_START else self._w_max
 
-    def know_quota(self, rate: float) -> None:
+    def know_quota(self, rate: float, *, share: float = 1.0) -> None:
         """Start at a quota read from the account (Service Quotas), not by slow start.
 
-        It becomes the ceiling (the user's lower `--rate` stays), the rate and the
-        estimate: throttles still cut below it when other jobs share the quota.
+        It becomes the ceiling (a lower `--rate` stays), `share` of it the rate and the
+        estimate (one of N shards starts at 1/N, and shards that start equal stay near
+        equal); throttles still cut below it when other jobs share the quota.
         """
         ceiling = max(self.settings.minimum, min(self.settings.ceiling, rate))
-        self.settings = replace(self.settings, ceiling=ceiling, initial=ceiling)
-        self._rate = self._w_max = ceiling
+        start = max(self.settings.minimum, min(ceiling, rate * share))
+        self.settings = replace(self.settings, ceiling=ceiling, initial=start)
+        self._rate = self._w_max = start
         self.phase = Phase.CUBIC
         self._epoch = self._clock() - self._k()  # on the curve's plateau
 

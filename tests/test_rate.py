@@ -386,10 +386,13 @@ SHARDS = [
 
 def run_shards(
     quota: float, processing: float, jitter: float, starts: list[float], seconds: float,
-    warmup: float, seed: int,
+    warmup: float, seed: int, *, known: bool = False,
 ) -> tuple[float, float, float]:  # fmt: skip
-    """Goodput together (x quota), share throttled and Jain's index over the steady window."""
+    """Goodput together (x quota), share throttled and Jain's index over the steady window;
+    `known`: each shard read the quota from Service Quotas and starts at its 1/N."""
     shared = Shared(Service(quota, processing, jitter, seed=seed), starts)
+    for ctl in shared.ctls if known else ():
+        ctl.know_quota(quota, share=1 / len(starts))
     shared.run(seconds)
     start = max(starts) + warmup
     xs = shared.shares(start, seconds)
@@ -421,6 +424,35 @@ def test_untold_shards_get_fair_shares(
     assert min(good for good, _, _ in runs) >= 0.93
     assert max(throttled for _, throttled, _ in runs) <= 0.03
     assert min(fair for _, _, fair in runs) >= 0.95
+
+
+@pytest.mark.parametrize(("quota", "processing", "jitter", "starts", "seconds", "warmup"), SHARDS)
+def test_shards_that_read_the_quota_get_fair_shares(
+    quota: float, processing: float, jitter: float, starts: list[float], seconds: float,
+    warmup: float,
+) -> None:  # fmt: skip
+    # Each of N shards starts at 1/N of the quota Service Quotas told: the whole target
+    # (a shard joining late meets three that grew past their shares: a little more
+    # throttling while they make room).
+    runs = [
+        run_shards(quota, processing, jitter, starts, seconds, warmup, s, known=True)
+        for s in range(3)
+    ]
+    assert min(good for good, _, _ in runs) >= 0.97
+    together = len(set(starts)) == 1
+    assert max(throttled for _, throttled, _ in runs) <= (0.03 if together else 0.04)
+    assert min(fair for _, _, fair in runs) >= (0.95 if together else 0.93)
+
+
+def test_a_shard_whose_peers_are_not_running_grows_past_its_share() -> None:
+    # An array job whose compute runs two of its four shards at a time: each started at a
+    # quarter of the quota, together they fill it within half a minute.
+    shared = Shared(Service(50.0), [0.0, 0.0])
+    for ctl in shared.ctls:
+        ctl.know_quota(50.0, share=0.25)
+    shared.run(40.0)
+    assert sum(shared.shares(30.0, 40.0)) >= 0.95 * 50.0
+    assert jain(shared.shares(30.0, 40.0)) >= 0.95
 
 
 # -- behaviours kept from before -------------------------------------------------------------
