@@ -207,7 +207,7 @@ async def main(args: argparse.Namespace) -> None:
         report = await measured("results", "computed", args.loops,
                                 lambda: results(ledger, out, aws=aws, session=session))
         assert report.written == args.loops, report
-        await measured("results", "per loop", args.loops, lambda: per_loop(url, names, None))
+        await measured("results", "per loop", args.loops, lambda: per_loop(url, names, "get"))
         await measured("reconcile", "pages", args.loops,
                        lambda: reconcile(ledger, aws=aws, session=session))
         await measured("delete", "pages", args.loops,
