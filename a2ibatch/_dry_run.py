@@ -3,7 +3,9 @@
 The dry run reads and checks the whole manifest and decides every entry through the job's
 own plan (`Planner`), so its count of items to send is exactly what `submit` would send,
 with and without `retry_failed`.  It reads the ledger without changing it (a torn tail is
-left for the real run to cut).
+left for the real run to cut).  For a Textract or Rekognition job of flows in several
+regions, it asks S3 for each bucket's region (GetBucketLocation, once per bucket, read-only):
+which flow an item goes to, and so its loop name, depends on it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from ._aws import open_clients
 from ._calls import Caller
 from ._counters import Counters
 from ._entries import Source, as_batches, done_ids
-from ._job import job_planner
 from ._meters import Meters
-from ._models import Invalid
-from ._plan import tally
+from ._models import Invalid, TaskType
+from ._plan import job_planner, tally
+from ._routes import routes_for
 from ._settings import SubmitSettings
 from .ledger import location_for, read_location
 from .manifest import Entry, read_manifest_batches
@@ -40,6 +42,8 @@ class DryRunReport:
     invalid: int = 0
     problems: list[Invalid] = field(default_factory=list)  # the first `max_problems`
     sample_names: list[str] = field(default_factory=list)
+    #: a job of several regions: the items a run would send to each
+    regions: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -56,6 +60,7 @@ class DryRunReport:
             "skipped_name_taken": self.skipped_name_taken,
             "invalid": self.invalid,
             "sample_names": list(self.sample_names),
+            **({"regions": dict(self.regions)} if self.regions else {}),
         }
 
 
@@ -70,16 +75,19 @@ async def dry_run(
     async with AsyncExitStack() as stack:
         in_s3 = str(settings.ledger).startswith("s3://")
         manifest_in_s3 = items is None and settings.manifest.startswith("s3://")
+        several = len(settings.flow_definition_arns) > 1
+        buckets = several and settings.task is not TaskType.CUSTOM  # whose regions matter
         clients = None
-        if in_s3 or manifest_in_s3:
+        caller = Caller(Meters(Counters()))
+        if in_s3 or manifest_in_s3 or buckets:
             clients = await open_clients(stack, settings.aws, session, {"s3": 16})
         if clients is not None and in_s3:
-            caller = Caller(Meters(Counters()))
             location = location_for(settings.ledger, s3=clients.s3, caller=caller)
         else:
             location = location_for(settings.ledger)
         index = await read_location(location, repair=False)
-        planner = job_planner(settings, index, unique=items is not None)
+        routes = routes_for(settings, clients.s3 if clients is not None else None, caller)
+        planner = job_planner(settings, index, unique=items is not None, routes=routes)
         source: AsyncIterator[list[Entry]]
         if items is not None:
             source = as_batches(items)
@@ -104,4 +112,5 @@ async def dry_run(
         invalid=found.invalid,
         problems=found.problems,
         sample_names=found.sample_names,
+        regions={region: part.to_send for region, part in sorted(found.regions.items())},
     )

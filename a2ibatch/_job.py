@@ -7,7 +7,8 @@ record handed to the writer is written and synced before the cancellation finish
 
 The order of a run matters for exactly-once: the ledger's lock is taken first, then the
 ledger is read under it (so what the run reads is what it holds: a second submit can never
-act on a stale read), then preflight, then the run's records.
+act on a stale read), then preflight, then the run's records.  A job of flows in several
+regions runs a lane per region (`_lanes`: clients, meters, preflight, sender of its own).
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from ._calls import Caller
 from ._counters import Counters
 from ._entries import Source, as_batches, done_ids
 from ._errors import A2IBatchError, LedgerWriteError, raise_first
+from ._lanes import Lanes, open_lanes, preflight_lanes, recovered_in_lanes
 from ._log import get_logger
-from ._meters import Meters
+from ._meters import Meters, job_meters
 from ._models import Outcome, TaskType
-from ._naming import Namer
-from ._plan import Planner, tally
+from ._plan import job_planner, tally
 from ._preflight import PreflightReport, preflight
 from ._recovery import recovered_names
+from ._regions import arn_region
 from ._resuming import Resumption, read_resumable
 from ._retry import RetryPolicy
+from ._routes import Routes, routes_for
 from ._runner import Runner, RunOptions
 from ._settings import SubmitSettings
 from ._tasks import RequestOptions, TaskAdapter, adapter_for
@@ -103,41 +106,6 @@ def open_location(settings: SubmitSettings, clients: Clients, caller: Caller) ->
     return location_for(settings.ledger)
 
 
-def job_meters(settings: SubmitSettings, counters: Counters, primary: str) -> Meters:
-    """The meters of a job's calls, as its settings say (a Job's, a Submitter's)."""
-    return Meters(
-        counters,
-        ceiling=settings.rate,
-        concurrency=settings.concurrency,
-        quota_pause=settings.quota_pause,
-        quota_wait_limit=settings.quota_wait_limit,
-        outage_limit=settings.outage_limit,
-        primary=primary,
-    )
-
-
-def job_planner(
-    settings: SubmitSettings,
-    index: LedgerIndex | None,
-    *,
-    unique: bool,
-    recovered: frozenset[str] = frozenset(),
-) -> Planner:
-    """The plan of a job's entries (the runner's, the dry run's and preflight's)."""
-    adapter = adapter_for(settings.task)
-    namer = Namer(settings.name_prefix, settings.flow_definition_arn, settings.task.value)
-    return Planner(
-        namer,
-        index,
-        adapter.payload_key,
-        retry_failed=settings.retry_failed,
-        unique=unique,
-        shards=settings.shards,
-        shard_index=settings.shard_index or 0,
-        recovered_names=recovered,
-    )
-
-
 class Job:
     """One submit job: a manifest (or items) in, one ledger outcome per item out.
 
@@ -161,10 +129,14 @@ class Job:
         self.counters = Counters()
         self.meters = job_meters(settings, self.counters, self.adapter.operation)
         self.index: LedgerIndex | None = None
+        #: a job of several flows: a lane per region, and where each item goes
+        self.lanes: Lanes | None = None
+        self._routes: Routes | None = None
         self._runner: Runner | None = None
         self._stop_requested = False
         self.started_at: float | None = None
-        self.preflight_report: PreflightReport | None = None
+        self.preflight_report: PreflightReport | None = None  # a job of one flow's
+        self.preflight_reports: dict[str, PreflightReport] = {}  # by region, every job's
         #: bytes of a damaged ledger tail cut off when the run read the ledger
         self.repaired_bytes = 0
 
@@ -176,7 +148,7 @@ class Job:
 
     @property
     def concurrency(self) -> int:
-        return self.meters.cap.limit
+        return (self.meters.cap if self.lanes is None else self.lanes.cap).limit
 
     @property
     def running(self) -> bool:
@@ -194,9 +166,10 @@ class Job:
     def header(self) -> JobHeader:
         s = self.settings
         manifest = s.manifest if self._items is None else "<items>"
+        arns = s.flow_definition_arns
         return JobHeader(
             task=s.task,
-            flow_definition_arn=s.flow_definition_arn,
+            flow_definition_arn=arns[0] if len(arns) == 1 else arns,
             name_prefix=s.name_prefix,
             manifest=manifest,
             versions=versions(),
@@ -215,6 +188,11 @@ class Job:
         async with AsyncExitStack() as stack:
             caller = Caller(self.meters, self.policy)
             clients = await self._clients(stack)
+            if len(s.flow_definition_arns) > 1:
+                self.lanes = await open_lanes(
+                    stack, s, self.adapter, self.counters, self.policy, self._session
+                )
+                self._routes = routes_for(s, clients.s3_if_open, caller)
             # The ledger's S3 calls have meters and counts of their own: the summary's calls
             # are the service's.
             location = open_location(s, clients, Caller(Meters(Counters()), self.policy))
@@ -232,7 +210,11 @@ class Job:
             index.check_compatible(s.task, s.flow_definition_arn, s.name_prefix)
             recovered = frozenset[str]()
             if is_s3(s):  # on local disk, a kill loses no record (see docs/ledger.md)
-                recovered = await recovered_names(s, files.ledger, clients.a2i, caller)
+                recovered = await (
+                    recovered_names(s, files.ledger, clients.a2i, caller)
+                    if self.lanes is None
+                    else recovered_in_lanes(self.lanes, s.name_prefix, files.ledger)
+                )
             self.index = index
             self.repaired_bytes = index.repaired_bytes
             if index.repaired_bytes:
@@ -248,15 +230,18 @@ class Job:
                     after_sync=files.after_sync,
                 )
             )
+            lane = None if self.lanes is None else self.lanes.attach(self.adapter, writer, s)
+            unique, routes = self._items is not None, self._routes
             runner = Runner(
                 adapter=self.adapter,
-                clients=clients,
+                clients=clients if lane is None else lane.clients,
                 writer=writer,
-                planner=job_planner(s, index, unique=self._items is not None, recovered=recovered),
-                caller=caller,
+                planner=job_planner(s, index, unique=unique, recovered=recovered, routes=routes),
+                caller=caller if lane is None else lane.caller,
                 settings=self._run_options(),
                 on_outcome=on_outcome,
                 marking=None if resumption is None else resumption.marking,
+                lanes=self.lanes,
             )
             self._runner = runner
             if self._stop_requested:
@@ -316,9 +301,15 @@ class Job:
                 done=done_ids(s, index),
                 start=None if resumption is None else resumption.start,
             )
-            scan = await tally(job_planner(s, index, unique=False), batches, details=True)
+            planner = job_planner(s, index, unique=False, routes=self._routes)
+            scan = await tally(planner, batches, details=True)
             if scan.to_send == 0:
                 return None  # nothing left to send: nothing to check, and no call at all
+        if self.lanes is not None:
+            self.preflight_reports = await preflight_lanes(
+                s, self.lanes, scan, session=self._session, s3_client=clients.s3_if_open
+            )
+            return None
         report = await preflight(
             s,
             session=self._session,
@@ -330,22 +321,28 @@ class Job:
         )
         for warning in report.warnings:
             log.warning("preflight", detail=warning)
+        self.preflight_reports = {arn_region(s.flow_definition_arns[0]): report}
         return report
 
     def _run_options(self) -> RunOptions:
         s = self.settings
         return RunOptions(
-            options=RequestOptions(s.flow_definition_arn, s.content_classifiers, s.feature_types),
+            options=RequestOptions(
+                s.flow_definition_arns[0], s.content_classifiers, s.feature_types
+            ),
             max_failures=s.max_failures,
             max_failure_ratio=s.max_failure_ratio,
             grace_period=s.grace_period,
         )
 
     async def _clients(self, stack: AsyncExitStack) -> Clients:
-        pool = max(self.settings.concurrency or 0, 1024)
+        s = self.settings
+        pool = max(s.concurrency or 0, 1024)
         services = {service: pool for service in (self.adapter.service, A2I_SERVICE)}
-        manifest_in_s3 = self._items is None and self.settings.manifest.startswith("s3://")
-        if manifest_in_s3 or str(self.settings.ledger).startswith("s3://"):
+        if len(s.flow_definition_arns) > 1:  # lanes have their own; S3 finds bucket regions
+            services = {"s3": 16} if s.task is not TaskType.CUSTOM else {}
+        manifest_in_s3 = self._items is None and s.manifest.startswith("s3://")
+        if manifest_in_s3 or str(s.ledger).startswith("s3://"):
             services["s3"] = 16
         return await open_clients(stack, self.settings.aws, self._session, services)
 

@@ -54,8 +54,10 @@ class Marking:
         shard_index: int,
         resumed: ManifestMark | None,
         counters: Counters,
+        flows: tuple[str, ...] = (),
     ) -> None:
         self._source = source
+        self._flows = flows
         self._counters = counters
         self._first = True
         #: the manifest line the reading started after (None: at the top)
@@ -125,5 +127,6 @@ class Marking:
             shards=self._shards,
             shard_index=self._shard_index,
             tally=dict(tally),
+            flows=self._flows,
         )
         return self._mark

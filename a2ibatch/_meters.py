@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -30,6 +31,9 @@ from ._errors import JobAborted, setting
 from ._log import get_logger
 from ._rate import DEFAULT_CEILING, RateController, RateSettings
 from ._retry import CallError
+
+if TYPE_CHECKING:
+    from ._settings import SubmitSettings
 
 log = get_logger()
 
@@ -265,3 +269,17 @@ class Meters:
         self.outage.reached()
         if self.primary is None or operation == self.primary:
             self.cap.update(rate.rate, rate.latency)
+
+
+def job_meters(settings: SubmitSettings, counters: Counters, primary: str) -> Meters:
+    """The meters of a job's calls to one region, as its settings say: the one construction
+    of a Job's, a Submitter's and each region's lane of a job of several flows."""
+    return Meters(
+        counters,
+        ceiling=settings.rate,
+        concurrency=settings.concurrency,
+        quota_pause=settings.quota_pause,
+        quota_wait_limit=settings.quota_wait_limit,
+        outage_limit=settings.outage_limit,
+        primary=primary,
+    )

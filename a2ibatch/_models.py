@@ -74,6 +74,10 @@ class Item:
     min_confidence: float | None = None  # rekognition
     name: str | None = None  # an explicit loop name from the manifest
     content_classifiers: tuple[str, ...] | None = None  # None = the job's default
+    #: custom: the region whose flow definition reviews the item, in a job of flows in
+    #: several regions (None: the job's only flow); Textract and Rekognition items go to
+    #: the region of their bucket
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,3 +127,6 @@ class Outcome:
     loop: Mapping[str, Any] | None = None
     #: the full service answer for Textract/Rekognition (goes to the sidecar, not the ledger)
     response: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: the region the item was sent to, in a job of flows in several regions (None in a job
+    #: of one flow: its flow definition's region)
+    region: str | None = None

@@ -127,16 +127,19 @@ class Namer:
     Generated names of distinct ids never collide (128-bit digests; duplicate ids are
     refused by the manifest reader), so only explicit names need remembering: one that
     repeats an earlier one, or that has the shape of a generated name, is refused before
-    anything is sent.
+    anything is sent.  The namers of one job's flows (one per region) share `explicit`, so
+    that an explicit name is one loop's in the whole job.
     """
 
-    def __init__(self, prefix: str, flow_definition_arn: str, task: str) -> None:
+    def __init__(
+        self, prefix: str, flow_definition_arn: str, task: str, explicit: IdTable | None = None
+    ) -> None:
         self.prefix = check_prefix(prefix)
         self._job = job_hasher(flow_definition_arn, task)
         #: digests of the explicit names seen (an `IdTable`: 19 to 38 bytes a name, where a
         #: set of the names took over 100; a digest collision, about 3 in 10^8 per million
         #: names, refuses a name as used, never lets one through twice)
-        self._explicit = IdTable()
+        self._explicit = IdTable() if explicit is None else explicit
         #: ``generated(item_id, payload)``: the name `name` gives an item without an explicit
         #: one, in a single call (a dry run names a million items)
         self.generated: Callable[[str, str], str] = functools.partial(

@@ -10,6 +10,9 @@ ledger's state of its id, and answers:
 * `Skip.NAME_TAKEN`: its explicit name is held by a loop the ledger could not call its own,
   unless `retry_failed`;
 * `Skip.OTHER_SHARD`: the job runs as shards and the item belongs to another one;
+* an `Invalid` too when the item's region has no flow definition in the job (a job of
+  several flows, see `_routes`), or when a call for it may have reached another region
+  than the one it would be sent to now (it is checked and resent only where it went);
 * its loop name (a `str`): send it;
 * a `Resend` (a `str` too): send it, but a call for it may already have reached the service
   (a pending intent, or an unverified outcome), so the caller checks before sending.
@@ -27,8 +30,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from ._idtable import HASH, MASK64, IdTable
-from ._models import Invalid, Item, Status
+from ._models import Invalid, Item, Status, TaskType
 from ._naming import Namer
+from ._regions import arn_region
+from ._routes import Routes
+from ._settings import SubmitSettings
+from ._tasks import adapter_for
+from ._text import printable
 from .ledger import LedgerIndex
 from .manifest import DONE, Entry
 
@@ -60,7 +68,12 @@ Decision = str | Resend | Skip | Invalid
 
 class Planner:
     """Decides each entry of one job.  `unique` refuses a repeated id (for sources that
-    the manifest reader, which refuses them itself, did not read)."""
+    the manifest reader, which refuses them itself, did not read).
+
+    A job of one flow has `namer` (its flow's) and `region` (that flow's; a custom item
+    naming another is refused).  A job of several has `routes` and a namer per region in
+    `namers`, all sharing their explicit names.
+    """
 
     def __init__(
         self,
@@ -73,8 +86,17 @@ class Planner:
         shards: int = 1,
         shard_index: int = 0,
         recovered_names: frozenset[str] = frozenset(),
+        region: str | None = None,
+        custom: bool = False,
+        routes: Routes | None = None,
+        namers: dict[str, Namer] | None = None,
     ) -> None:
         self.namer = namer
+        self.routes = routes
+        self.namers = namers or {}
+        self.region = region
+        #: a custom job of one flow: the region a line's own `region` must name
+        self._custom_region = region if custom and routes is None else None
         self.index = index
         self.payload_key = payload_key
         self.retry_failed = retry_failed
@@ -115,15 +137,93 @@ class Planner:
                         return Skip.FAILED
                     if state is Status.NAME_TAKEN:
                         return Skip.NAME_TAKEN
+        namer = self.namer
+        routes = self.routes
+        if routes is not None:
+            region = routes.route(entry)
+            routed = self.namers.get(region)  # type: ignore[arg-type]
+            if routed is None:
+                return Invalid(entry.line, routes.reason(region), item_id)
+            namer = routed
+        elif (
+            self._custom_region is not None
+            and entry.region is not None
+            and entry.region != self._custom_region
+        ):
+            return Invalid(entry.line, _no_flow(entry.region, self._custom_region), item_id)
+        if pending:
+            elsewhere = self._sent_elsewhere(entry)
+            if elsewhere is not None:
+                return Invalid(entry.line, elsewhere, item_id)
         if entry.name is None:
-            name = self.namer.generated(item_id, self.payload_key(entry))
+            name = namer.generated(item_id, self.payload_key(entry))
         else:
-            name, problem = self.namer.name(item_id, entry.name, self.payload_key(entry))
+            name, problem = namer.name(item_id, entry.name, self.payload_key(entry))
             if problem is not None:
                 return Invalid(entry.line, problem, item_id)
         if pending or (self.recovered_names and name in self.recovered_names):
             return Resend(name)
         return name
+
+    def region_of(self, item: Item) -> str | None:
+        """The region `item` is sent to (a job of one flow: its flow's)."""
+        if self.routes is None:
+            return self.region
+        region = self.routes.route(item)
+        return region if isinstance(region, str) else None
+
+    def _sent_elsewhere(self, item: Item) -> str | None:
+        """Why a pending item cannot go where it would now: its call may have reached
+        another region (its loop would be looked for, and started, in the wrong one)."""
+        assert self.index is not None
+        went = self.index.region_of(item.id)
+        here = self.region_of(item)
+        if went is None or here is None or went == here:
+            return None
+        return (
+            f"a call for this item may have reached region {went}, and it would now go to "
+            f"{here}: give the job region {went}'s flow definition again and route the item "
+            "there, so that it is checked where it went (a second loop could start otherwise)"
+        )
+
+
+def job_planner(
+    settings: SubmitSettings,
+    index: LedgerIndex | None,
+    *,
+    unique: bool,
+    recovered: frozenset[str] = frozenset(),
+    routes: Routes | None = None,
+) -> Planner:
+    """The plan of a job's entries (the runner's, the dry run's and preflight's); a job of
+    several flows needs its `routes`."""
+    adapter = adapter_for(settings.task)
+    prefix, task, arns = settings.name_prefix, settings.task.value, settings.flow_definition_arns
+    explicit = IdTable()  # one job: an explicit name is one loop's, whatever its region
+    namers = {region: Namer(prefix, arn, task, explicit) for region, arn in settings.flows.items()}
+    if len(arns) > 1 and routes is None:
+        raise ValueError("a job of several flow definitions is planned with its routes")
+    return Planner(
+        namers[arn_region(arns[0])],
+        index,
+        adapter.payload_key,
+        retry_failed=settings.retry_failed,
+        unique=unique,
+        shards=settings.shards,
+        shard_index=settings.shard_index or 0,
+        recovered_names=recovered,
+        region=arn_region(arns[0]) if len(arns) == 1 else None,
+        custom=settings.task is TaskType.CUSTOM,
+        routes=routes,
+        namers=namers if len(arns) > 1 else None,
+    )
+
+
+def _no_flow(region: str, only: str) -> str:
+    return (
+        f"field 'region' names region {printable(region)}, which has no flow definition in "
+        f"this job (its flow definition is in {only})"
+    )
 
 
 @dataclass
@@ -143,6 +243,9 @@ class Tally:
     buckets: set[str] = field(default_factory=set)  # of the items to send
     #: items to send by the content classifiers they set for themselves
     classifiers: dict[tuple[str, ...], int] = field(default_factory=dict)
+    #: a job of several flows: the items to send of each region (`to_send` and, with
+    #: details, `buckets` and `classifiers`)
+    regions: dict[str, Tally] = field(default_factory=dict)
 
 
 async def tally(
@@ -163,9 +266,12 @@ async def tally(
     problems = result.problems
     names = result.sample_names
     decide = planner.decide
+    routes = planner.routes
     sent = checked = skipped_done = skipped_failed = skipped_taken = invalid = others = 0
     for_items: list[Item] = []
     async for batch in batches:
+        if routes is not None:
+            await routes.prepare(batch)
         for entry in batch:
             decision = decide(entry)
             kind = type(decision)
@@ -175,7 +281,7 @@ async def tally(
                     checked += 1
                 if len(names) < samples:
                     names.append(str(decision))
-                if details:
+                if details or routes is not None:
                     for_items.append(entry)  # type: ignore[arg-type]
             elif decision is Skip.DONE:
                 skipped_done += 1
@@ -190,7 +296,15 @@ async def tally(
                 if len(problems) < max_problems:
                     problems.append(decision)  # type: ignore[arg-type]
         if for_items:
-            _details(result, for_items)
+            if details:
+                _details(result, for_items)
+            if routes is not None:
+                for item in for_items:
+                    region = planner.region_of(item) or ""
+                    part = result.regions.get(region) or result.regions.setdefault(region, Tally())
+                    part.to_send += 1
+                    if details:
+                        _details(part, [item])
             for_items.clear()
     result.to_send, result.to_check, result.invalid = sent, checked, invalid
     result.done, result.failed, result.name_taken = skipped_done, skipped_failed, skipped_taken

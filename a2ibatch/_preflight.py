@@ -13,6 +13,9 @@ AnalyzeDocument, DetectModerationLabels), `preflight` checks, with a few read-on
 * the estimated labour cost (items x workers per item x price per task) is within
   ``max_cost``, unless the user confirmed it.
 
+A job of flows in several regions runs these checks once per region, with that region's
+items (`_lanes`); its clients are then signed for the flow definition's region.
+
 A refusal is a `PreflightError` whose message says what to fix; doubts that do not justify
 a refusal become warnings in the `PreflightReport`.
 """
@@ -130,6 +133,7 @@ async def preflight(
     s3_client: Any | None = None,
     item_classifiers: Mapping[tuple[str, ...], int] | None = None,
     caller: Caller | None = None,
+    flow_definition_arn: str | None = None,
 ) -> PreflightReport:
     """Run the checks for a job of `items` items reading from `buckets`; raise on refusal.
 
@@ -139,25 +143,34 @@ async def preflight(
     themselves (the others use the job's).  S3 calls use `s3_client` when given, else a
     client of `session` at the S3 endpoint (see `AwsSettings.s3_endpoint_url`).  `caller`
     is the job's, so that preflight's calls share its meters; by default, one of its own.
+    `flow_definition_arn` is the one of the job's flows to check, in a job of several (its
+    calls are then made in its region); by default the job's only one, in the job's region.
     """
-    region, name = _arn_parts(settings.flow_definition_arn)
+    if flow_definition_arn is None and len(settings.flow_definition_arns) > 1:
+        raise ConfigError(
+            f"preflight checks one flow definition at a time: pass "
+            f"{setting('flow_definition_arn')}, one of the job's"
+        )
+    arn = flow_definition_arn or settings.flow_definition_arns[0]
+    region, name = _arn_parts(arn)
     caller = caller or Caller(Meters(Counters()))
     warnings: list[str] = []
     async with AsyncExitStack() as stack:
         session = make_session(settings.aws, session)
-        kwargs = client_kwargs(settings.aws, "sagemaker", _BUCKET_CONCURRENCY)
+        signed = region if flow_definition_arn is not None else None
+        kwargs = client_kwargs(settings.aws, "sagemaker", _BUCKET_CONCURRENCY, region=signed)
         sagemaker = await open_client(stack, session, "sagemaker", kwargs)
         client_region = str(sagemaker.meta.region_name)
         if client_region != region:
             raise PreflightError(
-                f"the flow definition {settings.flow_definition_arn} is in region {region} "
+                f"the flow definition {arn} is in region {region} "
                 f"but the job would call region {client_region}: pass "
                 f"{setting('region', region)} "
                 "(the flow definition, the input buckets and a private work team must share "
                 "one region)",
                 code="RegionMismatch",
             )
-        flow = await _describe_flow(caller, sagemaker, settings.flow_definition_arn, name, region)
+        flow = await _describe_flow(caller, sagemaker, arn, name, region)
         _check_workforce(flow, settings, warnings, items, item_classifiers or {})
         checked: list[str] = []
         if settings.task is not TaskType.CUSTOM and buckets:

@@ -25,7 +25,6 @@ import orjson
 
 from ._counters import Counters
 from ._errors import ConfigError, setting
-from ._job import job_planner
 from ._models import (
     MAX_INPUT_CONTENT_CHARS,
     ErrorInfo,
@@ -36,7 +35,7 @@ from ._models import (
     Status,
     TaskType,
 )
-from ._plan import Planner, Resend, Skip
+from ._plan import Planner, Resend, Skip, job_planner
 from ._settings import SubmitSettings
 from ._tasks import TaskAdapter
 from .ledger import LedgerIndex
@@ -67,7 +66,7 @@ class Recall:
         self._size = max(0, recent)
         self._recent: OrderedDict[str, Outcome] = OrderedDict()
         self._planner: Planner | None = None
-        self._arn_prefix = arn_prefix(settings.flow_definition_arn)
+        self._arn_prefix = arn_prefix(settings.flow_definition_arns[0])
 
     def decide(self, item: Item, counters: Counters) -> Outcome | Invalid | tuple[str, bool]:
         """An answer without a call (counted as a skip), an invalid item, or (loop name,

@@ -66,24 +66,27 @@ async def loops_created_since(
     return names
 
 
+def unfinished_since(ledger: LedgerFile) -> datetime | None:
+    """When the ledger's last run did not end (no summary last): its last record's time."""
+    line = last_record(ledger)
+    if line is None:
+        return None
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or record.get("event") == "summary":
+        return None
+    return parse_time(str(record.get("at", "")))
+
+
 async def recovered_names(
     settings: SubmitSettings, ledger: LedgerFile, a2i: Any, caller: Caller
 ) -> frozenset[str]:
     """When the ledger's last run did not end (no summary last): the names of the loops
-    created since its last record."""
-    line = last_record(ledger)
-    if line is None:
-        return frozenset()
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return frozenset()
-    if not isinstance(record, dict) or record.get("event") == "summary":
-        return frozenset()
-    since = parse_time(str(record.get("at", "")))
+    created since its last record (a job of one flow; `_lanes` lists each region's)."""
+    since = unfinished_since(ledger)
     if since is None:
         return frozenset()
-    names = await loops_created_since(
-        a2i, caller, settings.flow_definition_arn, settings.name_prefix, since
-    )
-    return frozenset(names)
+    arn = settings.flow_definition_arns[0]
+    return frozenset(await loops_created_since(a2i, caller, arn, settings.name_prefix, since))

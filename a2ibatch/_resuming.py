@@ -141,11 +141,20 @@ async def read_resumable(
     keeper = keeper_for(file.path, index)
     marking: Marking | None = None
     if _can_mark(settings, items):
+        flows = settings.flow_definition_arns
+        header = index.header
+        marked = mark.flows if mark is not None and mark.flows else ()
+        if not marked and header is not None:
+            marked = header.flow_definition_arns  # a mark of a ledger of one flow
         if mark is not None and (
-            mark.source != settings.manifest or (settings.retry_failed and mark.has_failures)
+            mark.source != settings.manifest
+            or (settings.retry_failed and mark.has_failures)
+            or set(marked) != set(flows)
         ):
-            mark = None  # another manifest, or lines the mark counts settled are to be sent
-        marking = Marking(settings.manifest, 1, 0, mark, counters)
+            # Another manifest, lines the mark counts settled are to be sent, or other flow
+            # definitions (lines refused for a region without one may now be sendable).
+            mark = None
+        marking = Marking(settings.manifest, 1, 0, mark, counters, flows)
     else:
         mark = None
     return index, Resumption(keeper, mark, marking, settings.resume_interval)

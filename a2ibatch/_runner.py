@@ -5,6 +5,11 @@ One item travels one way: manifest entry -> `Planner.decide` (skip, invalid, or 
 outcome -> the ledger writer.  A `WorkerPool` as large as the in-flight cap takes entries
 when workers are free (backpressure), so memory holds at most a cap's worth of items
 whatever the manifest's size.  The runner also stops the job when too many items failed.
+
+A job of flows in several regions gives the runner its `Lanes` (one per region: clients,
+meters, sender): the pool is as large as their in-flight caps together, the regions of a
+batch's new buckets are learnt before its entries are decided, and each item is sent in
+its region's lane, within that lane's cap.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ._aws import Clients
 from ._calls import Caller
 from ._counters import Counters
 from ._errors import A2IBatchError, JobAborted, SourceError, setting
+from ._lanes import Lanes
 from ._marks import INVALID, OTHER_SHARD, SKIPPED, SKIPPED_FAILED, SKIPPED_NAME_TAKEN, Marking
 from ._models import Invalid, Item, Outcome, Status
 from ._plan import Planner, Resend, Skip
@@ -65,8 +71,11 @@ class Runner:
         settings: RunOptions,
         on_outcome: OutcomeHook | None = None,
         marking: Marking | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
         self.adapter = adapter
+        #: a job of several regions: each item goes through its region's lane
+        self.lanes = lanes
         #: which lines are settled, for a resume point's mark (a local manifest only)
         self.marking = marking
         self.writer = writer
@@ -82,15 +91,19 @@ class Runner:
         self._batch: list[Entry] = []  # the batch being taken from, and the next entry's place
         self._at = 0
         self._source_error: SourceError | None = None
-        self.pool: WorkerPool[tuple[Item, str, bool, int]] = WorkerPool(
-            caller.meters.cap, self._take, self._process
+        self.pool: WorkerPool[tuple[Item, str, bool, int]] = (
+            WorkerPool(caller.meters.cap, self._take, self._process)
+            if lanes is None
+            else WorkerPool(lanes.cap, self._take, self._process_in_lane)
         )
 
     # -- control -------------------------------------------------------------------------
 
     @property
     def rate(self) -> float:
-        """The current rate of the job's main API."""
+        """The current rate of the job's main API (of every region together)."""
+        if self.lanes is not None:
+            return self.lanes.rate(self.adapter.operation)
         return self.caller.meters.rate(self.adapter.operation).rate
 
     def stop(self) -> None:
@@ -144,6 +157,8 @@ class Runner:
                 if not batch:
                     self._at = 0
                     continue
+                if self.planner.routes is not None:  # learn the batch's bucket regions
+                    await self.planner.routes.prepare(batch)
             entry = batch[at]
             self._at = at + 1
             decision = decide(entry)
@@ -173,16 +188,24 @@ class Runner:
             return item, str(decision), ambiguous, ordinal
         return None
 
-    async def _process(self, taken: tuple[Item, str, bool, int]) -> None:
+    async def _process(
+        self, taken: tuple[Item, str, bool, int], sender: ItemSender | None = None
+    ) -> None:
         item, name, ambiguous, ordinal = taken
         self.counters.in_flight += 1
         try:
-            outcome = await self.sender.send(item, name, ambiguous)
+            outcome = await (sender or self.sender).send(item, name, ambiguous)
             await self._record(outcome)
             if self.marking is not None:
                 self.marking.settled(ordinal, outcome.status)
         finally:
             self.counters.in_flight -= 1
+
+    async def _process_in_lane(self, taken: tuple[Item, str, bool, int]) -> None:
+        assert self.lanes is not None
+        lane = self.lanes.lane(self.planner.region_of(taken[0]))
+        async with lane.slots:
+            await self._process(taken, lane.sender)
 
     # -- outcomes ------------------------------------------------------------------------
 

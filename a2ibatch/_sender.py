@@ -11,6 +11,7 @@ long-lived `Submitter`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -35,7 +36,8 @@ class _Unverified(Exception):
 
 
 class ItemSender:
-    """Sends items of one job: the adapter's request through the job's caller."""
+    """Sends items of one job (of one of its regions, in a job of several: `region`, which
+    its ledger records then name): the adapter's request through the job's caller."""
 
     def __init__(
         self,
@@ -45,11 +47,13 @@ class ItemSender:
         writer: LedgerWriter,
         caller: Caller,
         options: RequestOptions,
+        region: str | None = None,
     ) -> None:
         self.adapter = adapter
         self.writer = writer
         self.caller = caller
         self.options = options
+        self.region = region
         self.counters: Counters = caller.counters
         self._send = getattr(clients.by_service(adapter.service), adapter.method)
         self._a2i = clients.a2i
@@ -57,16 +61,19 @@ class ItemSender:
     async def send(self, item: Item, name: str, ambiguous: bool) -> Outcome:
         """The item's outcome; `ambiguous` says a call may already have reached the service."""
         try:
-            return await self._submit(item, name, ambiguous)
+            result = await self._submit(item, name, ambiguous)
         except _Unverified as exc:
             info = ErrorInfo("Unverified", f"{exc}; a rerun checks again before sending")
-            return outcome(item, Status.UNVERIFIED, name, 0, error=info)
+            result = outcome(item, Status.UNVERIFIED, name, 0, error=info)
+        if self.region is not None:
+            result = dataclasses.replace(result, region=self.region)
+        return result
 
     async def _submit(self, item: Item, name: str, ambiguous: bool) -> Outcome:
         adapter = self.adapter
         request = adapter.request(item, name, self.options)
         if not ambiguous:
-            await self.writer.intent(item.id, item.line, name)
+            await self.writer.intent(item.id, item.line, name, self.region)
         check = self._check_before_resend(name) if adapter.describe_before_resend else None
         try:
             answer, attempts = await self.caller.attempt(
@@ -189,6 +196,7 @@ class ItemSender:
                 return None
             raise _Unverified(name, exc.error) from None
         return dict(response)
+
 
 def _facts(found: Mapping[str, Any]) -> dict[str, Any]:
     """What DescribeHumanLoop said of a loop, as the ledger records it."""

@@ -17,7 +17,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from ._errors import ConfigError, setting
 from ._models import CONTENT_CLASSIFIERS, TEXTRACT_FEATURE_TYPES, TaskType
 from ._naming import DEFAULT_PREFIX, check_prefix
+from ._regions import arn_region, flow_list, flows_by_region
 from ._text import printable, redact_url
 
 ENV_PREFIX = "A2IBATCH_"
@@ -59,7 +60,10 @@ class SubmitSettings:
     """Everything one submit job needs.  Build it directly, or with `load_settings`."""
 
     task: TaskType
-    flow_definition_arn: str
+    #: the human review workflow: a flow definition ARN, or several, at most one per region
+    #: (each item then goes to the flow definition of its region); a sequence of one ARN is
+    #: kept as that string, so a job of one flow is the same job however it was given
+    flow_definition_arn: str | Sequence[str]
     #: the ledger: a file, a directory (a path ending in "/", or one that exists) or
     #: ``s3://bucket/prefix/``; with `shards`, a directory or an S3 prefix
     ledger: Path | str
@@ -111,13 +115,8 @@ class SubmitSettings:
         object.__setattr__(self, "task", _task(self.task))
         object.__setattr__(self, "ledger", normalise_ledger(self.ledger))
         check_prefix(self.name_prefix)
-        if not isinstance(self.flow_definition_arn, str) or ":flow-definition/" not in (
-            self.flow_definition_arn
-        ):
-            raise ConfigError(
-                f"{setting('flow_definition_arn')} must be a flow definition ARN "
-                "(arn:aws:sagemaker:REGION:ACCOUNT:flow-definition/NAME)"
-            )
+        flows = flow_list(self.flow_definition_arn)
+        object.__setattr__(self, "flow_definition_arn", flows[0] if len(flows) == 1 else flows)
         if self.rate is not None and not self.rate > 0:
             raise ConfigError(f"{setting('rate')} must be a positive number of requests per second")
         if self.concurrency is not None and self.concurrency < 1:
@@ -175,6 +174,18 @@ class SubmitSettings:
             raise ConfigError(f"{setting('max_lines')} must be at least 1")
         if self.max_failures is not None and self.max_failures < 1:
             raise ConfigError(f"{setting('max_failures')} must be at least 1")
+
+    @property
+    def flow_definition_arns(self) -> tuple[str, ...]:
+        """The job's flow definitions (one, or one per region), as given."""
+        arn = self.flow_definition_arn
+        return (arn,) if isinstance(arn, str) else tuple(arn)
+
+    @property
+    def flows(self) -> dict[str, str]:
+        """Region -> the job's flow definition ARN there."""
+        arns = self.flow_definition_arns
+        return flows_by_region(arns) if len(arns) > 1 else {arn_region(arns[0]): arns[0]}
 
 
 def normalise_ledger(value: object) -> Path | str:
@@ -304,9 +315,7 @@ def load_aws_settings(
     `A2IBATCH_*` variables, then the ``[aws]`` table of a TOML file)."""
     values: dict[str, Any] = {}
     if config_file is not None:
-        values.update(
-            {k: v for k, v in _read_toml(Path(config_file)).items() if k in _AWS_FIELDS}
-        )
+        values.update({k: v for k, v in _read_toml(Path(config_file)).items() if k in _AWS_FIELDS})
     env = os.environ if environ is None else environ
     for name in _AWS_FIELDS:
         raw = env.get(ENV_PREFIX + name.upper())
@@ -356,6 +365,9 @@ def _coerce(name: str, raw: str) -> Any:
     """Turn an environment variable's text into the setting's type."""
     if name == "max_failures":
         return raw  # a count or a percentage: parsed with the other sources' values
+    if name == "flow_definition_arn":  # one ARN, or several separated by commas
+        arns = tuple(p.strip() for p in raw.split(",") if p.strip())
+        return arns[0] if len(arns) == 1 else arns
     kind = _field_type(name)
     if isinstance(kind, types.UnionType):  # X | None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))

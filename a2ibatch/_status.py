@@ -35,7 +35,8 @@ class StatusReport:
 
     ledger: str
     task: str | None
-    flow_definition_arn: str | None
+    #: the first run's flow definition: one ARN, or (several regions) a tuple of them
+    flow_definition_arn: str | tuple[str, ...] | None
     name_prefix: str | None
     runs: int
     items: dict[str, int]  # ids by their last state (every state, zeros included)
@@ -44,12 +45,18 @@ class StatusReport:
     pending: int  # ids with a call that may have reached the service and no outcome
     repaired_bytes: int  # bytes of a torn tail cut off while reading
     rows: list[Row] = field(default_factory=list)  # with `list_states`
+    #: region -> its flow definition, of every region the job's runs named
+    flows: dict[str, str] = field(default_factory=dict)
+    #: a job of several regions: ids by the region they were sent to, then by state
+    regions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ledger": self.ledger,
             "task": self.task,
-            "flow_definition_arn": self.flow_definition_arn,
+            "flow_definition_arn": (
+                list(arn) if isinstance(arn := self.flow_definition_arn, tuple) else arn
+            ),
             "name_prefix": self.name_prefix,
             "runs": self.runs,
             "items": self.items,
@@ -57,6 +64,7 @@ class StatusReport:
             "pending_intents": self.pending,
             "loops": self.loops,
             "repaired_bytes": self.repaired_bytes,
+            **({"flows": self.flows, "regions": self.regions} if len(self.flows) > 1 else {}),
         }
 
 
@@ -70,8 +78,7 @@ def _states(names: Collection[str | Status] | None) -> frozenset[Status] | None:
         except ValueError:
             known = ", ".join(sorted(s.value for s in LISTABLE))
             raise ConfigError(
-                f"{setting('list_states')} takes states among {known}; "
-                f"not {printable(name)!r}"
+                f"{setting('list_states')} takes states among {known}; not {printable(name)!r}"
             ) from None
     return frozenset(chosen)
 
@@ -109,4 +116,6 @@ async def status(
         pending=index.pending,
         repaired_bytes=index.repaired_bytes,
         rows=index.rows,
+        flows=dict(index.flows),
+        regions=index.region_counts() if len(index.flows) > 1 else {},
     )

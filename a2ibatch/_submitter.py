@@ -30,9 +30,9 @@ from ._calls import Caller
 from ._counters import Counters
 from ._entries import as_async
 from ._errors import ConfigError, JobAborted, LedgerWriteError, SourceError, setting
-from ._job import Summary, job_meters
+from ._job import Summary
 from ._log import get_logger
-from ._meters import InFlightCap
+from ._meters import InFlightCap, job_meters
 from ._models import Invalid, Item, Outcome, Status
 from ._pool import WorkerPool
 from ._preflight import preflight
@@ -88,10 +88,12 @@ class Submitter:
     ) -> None:
         ledger = str(settings.ledger)
         local_file = not ledger.startswith("s3://") and not ledger.endswith("/")
-        if not local_file or os.path.isdir(ledger) or settings.shards > 1:
+        several = len(settings.flow_definition_arns) > 1  # one Submitter (and ledger) a region
+        if not local_file or os.path.isdir(ledger) or settings.shards > 1 or several:
             raise ConfigError(
                 f"a Submitter writes one local ledger file: give {setting('ledger')} as a file "
-                f"path (not a directory or an S3 prefix), without {setting('shards')}"
+                f"path (not a directory or an S3 prefix), without {setting('shards')}, and "
+                f"one {setting('flow_definition_arn')}"
             )
         self.settings = settings
         self.adapter: TaskAdapter = adapter_for(settings.task)
@@ -161,7 +163,8 @@ class Submitter:
             report = await preflight(s, session=session, items=None, buckets=(), caller=caller)
             for warning in report.warnings:
                 log.warning("preflight", detail=warning)
-        header = JobHeader(s.task, s.flow_definition_arn, s.name_prefix, "<submitter>", versions())
+        arn = s.flow_definition_arns[0]
+        header = JobHeader(s.task, arn, s.name_prefix, "<submitter>", versions())
         self._writer = await stack.enter_async_context(
             LedgerWriter.open(
                 files.ledger,
@@ -173,7 +176,7 @@ class Submitter:
         )
         if resumption is not None:  # saved every resume_interval, and at the close
             await stack.enter_async_context(resumption.keeping(self._writer))
-        options = RequestOptions(s.flow_definition_arn, s.content_classifiers, s.feature_types)
+        options = RequestOptions(arn, s.content_classifiers, s.feature_types)
         self._sender = ItemSender(
             adapter=self.adapter, clients=clients, writer=self._writer, caller=caller,
             options=options,

@@ -16,8 +16,7 @@ import orjson
 import pytest
 
 from a2ibatch import AwsSettings, PreflightError, SubmitSettings, TaskType, submit
-from a2ibatch._job import job_planner
-from a2ibatch._plan import tally
+from a2ibatch._plan import job_planner, tally
 from a2ibatch._preflight import A2I_CORS_RULE, PreflightReport, preflight
 from a2ibatch.manifest import read_manifest_batches
 from helpers import emulator_get
@@ -31,6 +30,7 @@ def as_cli(error: Exception) -> str:
 
     assert isinstance(error, PreflightError)
     return error.render(spelling(build_parser(emulate_flags=False)))
+
 
 PII = "FreeOfPersonallyIdentifiableInformation"
 ADULT = "FreeOfAdultContent"
@@ -93,7 +93,7 @@ async def test_a_missing_flow_definition_is_refused_with_its_arn(
     with pytest.raises(PreflightError) as caught:
         await preflight(s, items=1, buckets=())
     message = str(caught.value)
-    assert s.flow_definition_arn in message
+    assert str(s.flow_definition_arn) in message
     assert "does not exist" in message and "flow_definition_arn" in message
     assert "--flow-definition-arn" in as_cli(caught.value) and "--" not in message
 

@@ -88,11 +88,20 @@ def test_a_job_start_to_finish_works_as_printed(folder: Path) -> None:
             outputs.append((cmd, result.stdout))
         # and what the walk promises: the rerun sent nothing, the answers are in the file
         submits = [orjson.loads(out) for cmd, out in outputs if " submit " in cmd]
-        assert len(submits) == 2 and submits[1]["summary"]["calls"] == 0
-        assert submits[1]["summary"]["skipped"] == 40
+        forms = [out for out in submits if out["ledger"] == "forms-ledger.jsonl"]
+        assert len(forms) == 2 and forms[1]["summary"]["calls"] == 0
+        assert forms[1]["summary"]["skipped"] == 40
         results = next(orjson.loads(out) for cmd, out in outputs if " results " in cmd)
-        assert results["written"] == submits[0]["summary"]["started"] > 0
+        assert results["written"] == forms[0]["summary"]["started"] > 0
         assert (folder / "answers.csv").read_text().startswith("id,loop_name,")
+        # Several regions: each half of the manifest in its own region, every loop followed.
+        (regional,) = [out for out in submits if out["ledger"] == "regions-ledger.jsonl"]
+        counts = regional["summary"]
+        assert counts["started"] + counts["not_activated"] == 20 and counts["invalid"] == 0
+        status = orjson.loads(next(out for cmd, out in outputs if "status regions" in cmd))
+        assert set(status["flows"]) == {"us-east-1", "eu-west-1"}
+        assert sum(sum(by.values()) for by in status["regions"].values()) == 20
+        assert set(status["loops"]) == {"Completed"}
 
         # The library snippet, as printed, against the same emulator.
         (snippet,) = blocks("python")

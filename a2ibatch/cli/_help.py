@@ -31,6 +31,10 @@ examples:
   a2ibatch submit forms.jsonl --task textract \\
       --flow-definition-arn arn:aws:sagemaker:us-east-1:111122223333:flow-definition/forms \\
       --ledger forms-ledger.jsonl
+  # documents in buckets of two regions: a flow per region, each document to its bucket's
+  a2ibatch submit forms.jsonl --task textract --ledger forms-ledger.jsonl \\
+      --flow-definition-arn arn:aws:sagemaker:us-east-1:111122223333:flow-definition/forms \\
+      --flow-definition-arn arn:aws:sagemaker:eu-west-1:111122223333:flow-definition/forms
   a2ibatch submit claims.jsonl --config config/custom.example.toml --dry-run
   a2ibatch submit s3://my-bucket/manifests/claims.jsonl.gz --config claims.toml --rate 50
   cat items.jsonl | a2ibatch submit - --config claims.toml --no-progress"""

@@ -68,20 +68,33 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         return 0
     out.line("ledger ", report.ledger, f": {report.task} job, {report.runs} run(s)")
-    out.line("  flow definition ", str(report.flow_definition_arn), ", name prefix ",
-             str(report.name_prefix))
+    if len(report.flows) > 1:
+        out.line("  name prefix ", str(report.name_prefix), "; flow definitions by region:")
+        for region, arn in sorted(report.flows.items()):
+            counts = ", ".join(f"{k} {v}" for k, v in report.regions.get(region, {}).items())
+            out.line(f"    {region}  ", arn, f"  ({counts or 'nothing sent'})")
+    else:
+        out.line(
+            "  flow definition ",
+            str(report.flow_definition_arn),
+            ", name prefix ",
+            str(report.name_prefix),
+        )
     out.line(("  items (ids) by their last state:", "bold"))
     out.pairs(report.items.items(), indent=4)
     out.pairs([("invalid lines in the last run", report.invalid_lines)])
     if report.pending:
-        out.pairs([("calls that may have reached the service (checked on a rerun)",
-                    report.pending)])
+        out.pairs(
+            [("calls that may have reached the service (checked on a rerun)", report.pending)]
+        )
     if report.loops:
         out.line(("  human loops by last tracked status:", "bold"))
         out.pairs(sorted(report.loops.items()), indent=4)
     if report.repaired_bytes:
-        out.line(f"  repaired: cut {report.repaired_bytes} bytes of a torn or damaged tail "
-                 "(what a crash or power loss leaves)")
+        out.line(
+            f"  repaired: cut {report.repaired_bytes} bytes of a torn or damaged tail "
+            "(what a crash or power loss leaves)"
+        )
     if args.list_states:
         out.line((f"  {len(report.rows)} row(s) of state {', '.join(args.list_states)}:", "bold"))
         for row in report.rows:

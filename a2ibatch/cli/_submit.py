@@ -41,7 +41,13 @@ def add_command(sub: Any) -> None:
         f"DetectModerationLabels ({_REQUIRED})",
     )
     g.add_argument(
-        "--flow-definition-arn", help=f"the human review workflow to start loops on ({_REQUIRED})"
+        "--flow-definition-arn",
+        action="append",
+        metavar="ARN",
+        help="the human review workflow to start loops on; repeat it, once per region, for "
+        "items in several regions: each document or image goes to the flow of its bucket's "
+        "region, each custom item to the flow its 'region' field names "
+        f"({_REQUIRED})",
     )
     g.add_argument(
         "--ledger",
@@ -111,7 +117,10 @@ def add_command(sub: Any) -> None:
     )
     g.add_argument("--max-cost", type=float, help="refuse a job estimated above this (USD)")
     g.add_argument(
-        "--yes", dest="confirm_cost", action="store_true", default=None,
+        "--yes",
+        dest="confirm_cost",
+        action="store_true",
+        default=None,
         help="accept the cost estimate above --max-cost",
     )
     add_aws(p)
@@ -162,8 +171,14 @@ def show_dry_run(out: Output, report: DryRunReport) -> None:
     if out.json:
         out.record(report.to_dict())
         for problem in report.problems:
-            out.record({"line": problem.line, "id": problem.id, "status": "invalid",
-                        "reason": problem.reason})
+            out.record(
+                {
+                    "line": problem.line,
+                    "id": problem.id,
+                    "status": "invalid",
+                    "reason": problem.reason,
+                }
+            )
         return
     out.line(f"dry run of a {report.task} job: nothing sent, nothing written")
     out.pairs(
@@ -176,6 +191,8 @@ def show_dry_run(out: Output, report: DryRunReport) -> None:
             ("invalid lines", report.invalid),
         ]
     )
+    for region, n in report.regions.items():
+        out.line(f"  to send in {region}: {n}")
     for name in report.sample_names:
         out.line("  e.g. loop name ", name)
     for problem in report.problems[:50]:
@@ -256,8 +273,14 @@ def show_summary(out: Output, summary: Summary, job: Job) -> None:
     if out.json:
         record = summary.to_record()
         record.pop("event", None)
-        out.record({"summary": record, "ledger": summary.ledger, "exit_code": summary.exit_code,
-                    "repaired_bytes": job.repaired_bytes})
+        out.record(
+            {
+                "summary": record,
+                "ledger": summary.ledger,
+                "exit_code": summary.exit_code,
+                "repaired_bytes": job.repaired_bytes,
+            }
+        )
         return
     out.line((f"a2ibatch {summary.task} job", "bold"))
     out.pairs(summary_rows(summary, job.repaired_bytes))

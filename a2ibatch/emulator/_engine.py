@@ -104,7 +104,7 @@ async def handle(
 ) -> Reply:
     """Run one call through the whole path; raises ServiceError for error answers."""
     stats = state.stats
-    stats.count_call(operation.name)
+    stats.count_call(operation.name, caller.region)
     config = state.config
     # Drawn on arrival, before any other draw of this call, so that a seeded run draws in
     # the same order as it did when all of the time was spent before admission.

@@ -19,6 +19,8 @@ class Stats:
 
     started: float = field(default_factory=time.time)
     calls: dict[str, int] = field(default_factory=dict)
+    #: region of the call's signature -> operation -> calls (what each region was asked)
+    calls_by_region: dict[str, dict[str, int]] = field(default_factory=dict)
     throttled: int = 0
     faults: int = 0
     lost_responses: int = 0
@@ -32,9 +34,13 @@ class Stats:
     #: second since `started` -> [accepted, throttled] calls of the starting operations
     per_second: dict[int, list[int]] = field(default_factory=dict)
 
-    def count_call(self, operation: str) -> None:
+    def count_call(self, operation: str, region: str) -> None:
         calls = self.calls
         calls[operation] = calls.get(operation, 0) + 1
+        here = self.calls_by_region.get(region)
+        if here is None:
+            here = self.calls_by_region[region] = {}
+        here[operation] = here.get(operation, 0) + 1
 
     def count_agent(self, user_agent: str) -> None:
         product = user_agent.split("/", 1)[0].split(" ", 1)[0] or "-"
@@ -53,6 +59,7 @@ class Stats:
         """The ``GET /_emulator/stats`` answer."""
         return {
             "calls": dict(self.calls),
+            "calls_by_region": {r: dict(ops) for r, ops in self.calls_by_region.items()},
             "throttled": self.throttled,
             "faults": self.faults,
             "lost_responses": self.lost_responses,

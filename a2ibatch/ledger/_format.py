@@ -27,6 +27,7 @@ from typing import Any, Final
 import orjson
 
 from .._models import Outcome, Status, TaskType
+from .._regions import arn_region
 
 JOB: Final = "job"
 INTENT: Final = "intent"
@@ -105,12 +106,14 @@ def event_record(event: str, fields: Mapping[str, Any]) -> dict[str, Any]:
 class JobHeader:
     """The identity of a job: what its first ``job`` record says, and every run repeats.
 
-    A ledger belongs to one job (task type, flow definition, name prefix): loop names derive
-    from these, so resuming under other values would break the exactly-once guarantee.
+    A ledger belongs to one job (task type, flow definitions, name prefix): loop names
+    derive from these, so resuming under other values would break the exactly-once
+    guarantee.  `flow_definition_arn` is one ARN (a string, as ever) or, for a job of flows
+    in several regions, a tuple of them (a list in the record).
     """
 
     task: TaskType
-    flow_definition_arn: str
+    flow_definition_arn: str | tuple[str, ...]
     name_prefix: str
     manifest: str
     versions: Mapping[str, str]
@@ -122,20 +125,32 @@ class JobHeader:
             "event": JOB,
             "run": self.run,
             "task": TaskType(self.task).value,
-            "flow_definition_arn": self.flow_definition_arn,
+            "flow_definition_arn": (
+                arn if isinstance(arn := self.flow_definition_arn, str) else list(arn)
+            ),
             "name_prefix": self.name_prefix,
             "manifest": self.manifest,
             "versions": dict(self.versions),
             "at": utc_timestamp(),
         }
 
+    @property
+    def flow_definition_arns(self) -> tuple[str, ...]:
+        arn = self.flow_definition_arn
+        return (arn,) if isinstance(arn, str) else arn
+
+    @property
+    def flows(self) -> dict[str, str]:
+        """Region -> the flow definition ARN this run named there."""
+        return {arn_region(arn): arn for arn in self.flow_definition_arns}
+
     def same_job(self, other: JobHeader) -> bool:
-        """Whether `other` names the same job (the parts loop names derive from)."""
-        return (self.task, self.flow_definition_arn, self.name_prefix) == (
-            other.task,
-            other.flow_definition_arn,
-            other.name_prefix,
-        )
+        """Whether `other` names the same job (the parts loop names derive from): the same
+        task type and name prefix, and no region whose flow definition differs."""
+        if (self.task, self.name_prefix) != (other.task, other.name_prefix):
+            return False
+        mine = self.flows
+        return all(mine.get(region, arn) == arn for region, arn in other.flows.items())
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> JobHeader:
@@ -143,23 +158,40 @@ class JobHeader:
         versions = record.get("versions") or {}
         if not isinstance(versions, Mapping):
             raise ValueError("versions is not an object")
-        fields = {
-            name: record[name] for name in ("flow_definition_arn", "name_prefix", "manifest", "run")
-        }
+        fields = {name: record[name] for name in ("name_prefix", "manifest", "run")}
         for name, value in fields.items():
             if not isinstance(value, str):
                 raise ValueError(f"{name} is not a string")
         return cls(
             task=TaskType(record["task"]),
+            flow_definition_arn=flows_of(record),
             versions={str(k): str(v) for k, v in versions.items()},
             **fields,
         )
 
 
-def intent_line(item_id: str, line: int, loop_name: str) -> bytes:
-    """The ``intent`` record of an item whose first call is about to be sent."""
+def flows_of(record: Mapping[str, Any]) -> str | tuple[str, ...]:
+    """A ``job`` record's flow definitions: one ARN, or (a list) one per region."""
+    value = record["flow_definition_arn"]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(arn, str) for arn in value):
+        return value[0] if len(value) == 1 else tuple(value)
+    raise ValueError("flow_definition_arn is not a string or a list of strings")
+
+
+def intent_line(item_id: str, line: int, loop_name: str, region: str | None = None) -> bytes:
+    """The ``intent`` record of an item whose first call is about to be sent; `region` is
+    the region it is sent to, in a job of flows in several regions (else left out)."""
     at = utc_timestamp()
-    return dumps({"event": INTENT, "id": item_id, "line": line, "loop_name": loop_name, "at": at})
+    if region is None:
+        record = {"event": INTENT, "id": item_id, "line": line, "loop_name": loop_name, "at": at}
+    else:
+        record = {
+            "event": INTENT, "id": item_id, "line": line, "loop_name": loop_name,
+            "region": region, "at": at,
+        }  # fmt: skip
+    return dumps(record)
 
 
 def outcome_record(outcome: Outcome) -> dict[str, Any]:
@@ -185,6 +217,8 @@ def outcome_record(outcome: Outcome) -> dict[str, Any]:
     }
     if outcome.loop is not None:
         record["loop"] = dict(outcome.loop)
+    if outcome.region is not None:
+        record["region"] = outcome.region
     return record
 
 

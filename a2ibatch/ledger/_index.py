@@ -1,21 +1,24 @@
 """What a ledger says, as the one reader builds it: the index and its parts.
 
 `LedgerIndex` holds the job's identity, each id's state in an `IdTable` (table values: the
-state's code + 1, 0 for "an intent, no outcome yet", and the `PENDING` bit for a pending
-intent), and, when asked, the job's loops (`LoopState`), the intents' loop names and the
-rows of chosen states (`Row`).
+state's code + 1, 0 for "an intent, no outcome yet", the `PENDING` bit for a pending
+intent, and in `REGION_BITS` the region its last intent was sent to: 1 + its place in
+`regions`, 0 when unknown), the flow definition of each region its runs named, and, when
+asked, the job's loops (`LoopState`), the intents' loop names and the rows of chosen states
+(`Row`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
 from .._errors import LedgerError
 from .._idtable import HASH, MASK64, IdTable
 from .._models import Status, TaskType
+from .._regions import arn_region
 from ._format import JobHeader
 
 STATUSES: Final[tuple[Status, ...]] = tuple(Status)
@@ -25,6 +28,13 @@ PENDING: Final = 0x100
 #: done in a ledger read before the current one (a location's): later ledgers leave it be
 FINAL: Final = 0x200
 STATE_MASK: Final = 0xFF
+#: the region an id's last intent went to (1 + its place in `LedgerIndex.regions`; 0: not
+#: recorded, i.e. the first job record's only flow, for a ledger of one flow)
+REGION_SHIFT: Final = 16
+REGION_BITS: Final = 0xFF << REGION_SHIFT
+#: a table value without its region
+NOT_REGION: Final = 0xFFFFFFFF & ~REGION_BITS
+MAX_REGIONS: Final = 0xFF
 INVALID_VALUE: Final = STATE_VALUES[Status.INVALID.value]
 UNVERIFIED_VALUE: Final = STATE_VALUES[Status.UNVERIFIED.value]
 STARTED: Final = Status.STARTED.value
@@ -44,6 +54,8 @@ class LoopState:
     creation_time: str | None = None  # as the service reported it (ISO-8601)
     started_at: str = ""  # the started outcome's time (just after the loop's creation)
     deleted_by_us: bool = False  # a delete action of ours removed it
+    #: the region of its flow definition (None: not recorded, the ledger's one flow's)
+    region: str | None = None
 
     @property
     def final(self) -> bool:
@@ -86,6 +98,47 @@ class LedgerIndex:
     #: every process (`keyed_hash`), for an index saved in a resume point and loaded again
     hash: Callable[[str], int] = HASH
     hash_key: bytes | None = None  # the key of a keyed `hash`
+    #: region -> the flow definition the job records name there (one per region)
+    flows: dict[str, str] = field(default_factory=dict)
+    #: the regions of the table's region codes (code = place + 1)
+    regions: list[str] = field(default_factory=list)
+    #: the flow definitions of the last job record read (where a later read carries on)
+    run_flows: tuple[str, ...] = ()
+
+    def region_code(self, region: str) -> int:
+        """`region`'s code in the table (given on first sight; 0 past `MAX_REGIONS`)."""
+        try:
+            return self.regions.index(region) + 1
+        except ValueError:
+            if len(self.regions) >= MAX_REGIONS:
+                return 0
+            self.regions.append(region)
+            return len(self.regions)
+
+    def note_flows(self, arns: Sequence[str]) -> None:
+        """A job record named these flow definitions."""
+        for arn in arns:
+            region = arn_region(arn)
+            self.flows.setdefault(region, arn)
+            self.region_code(region)
+        self.run_flows = tuple(arns)
+
+    @property
+    def default_region(self) -> str | None:
+        """The region of an id whose table value has none: the first job record's flow's,
+        when it named one (a ledger of one flow writes no regions)."""
+        header = self.header
+        if header is None or len(header.flow_definition_arns) != 1:
+            return None
+        return arn_region(header.flow_definition_arns[0])
+
+    def region_of(self, item_id: str) -> str | None:
+        """The region `item_id`'s last intent was sent to (None: no intent, or unknown)."""
+        value = self.table.get(self.key_of(item_id), -1)
+        if value < 0:
+            return None
+        code = (value & REGION_BITS) >> REGION_SHIFT
+        return self.regions[code - 1] if code else self.default_region
 
     def key_of(self, item_id: str) -> int:
         """`item_id`'s key in `table`."""
@@ -115,6 +168,8 @@ class LedgerIndex:
         return replace(
             self,
             table=self.table.copy(),
+            flows=dict(self.flows),
+            regions=list(self.regions),
             run_spans=list(self.run_spans),
             loops={},
             intents=set(),
@@ -148,27 +203,45 @@ class LedgerIndex:
         return {status: by_code.get(i + 1, 0) for i, status in enumerate(STATUSES)}
 
     def check_compatible(
-        self, task: TaskType | str, flow_definition_arn: str, name_prefix: str
+        self,
+        task: TaskType | str,
+        flow_definition_arn: str | Sequence[str],
+        name_prefix: str,
     ) -> None:
-        """Refuse (LedgerError) to resume a ledger that was written for another job."""
+        """Refuse (LedgerError) to resume a ledger that was written for another job.
+
+        The task type and name prefix must be the ledger's, and a region's flow definition
+        the one the ledger's job records name for it (its items' loop names derive from it):
+        a run may add the flow of a region the ledger does not know, or leave one out.
+        """
         header = self.header
         if header is None:
             return
-        wanted = {
-            "task": TaskType(task).value,
-            "flow definition": flow_definition_arn,
-            "name prefix": name_prefix,
-        }
-        found = {
-            "task": header.task.value,
-            "flow definition": header.flow_definition_arn,
-            "name prefix": header.name_prefix,
-        }
+        arns = (
+            (flow_definition_arn,)
+            if isinstance(flow_definition_arn, str)
+            else tuple(flow_definition_arn)
+        )
         differences = [
-            f"its {name} is {found[name]!r}, this run's is {wanted[name]!r}"
-            for name in wanted
-            if wanted[name] != found[name]
+            f"its {name} is {found!r}, this run's is {wanted!r}"
+            for name, found, wanted in (
+                ("task", header.task.value, TaskType(task).value),
+                ("name prefix", header.name_prefix, name_prefix),
+            )
+            if found != wanted
         ]
+        known = self.flows or header.flows
+        for arn in arns:
+            region = arn_region(arn)
+            old = known.get(region)
+            if old is None or old == arn:
+                continue
+            if len(known) == 1 and len(arns) == 1:
+                differences.insert(1, f"its flow definition is {old!r}, this run's is {arn!r}")
+            else:
+                differences.append(
+                    f"its flow definition of region {region} is {old!r}, this run's is {arn!r}"
+                )
         if differences:
             raise LedgerError(
                 f"ledger {self.path} was written for another job: "
@@ -194,6 +267,22 @@ class LedgerIndex:
         for slot, value in enumerate(values):
             if keys[slot] and value & STATE_MASK in done:
                 values[slot] = value | FINAL
+
+    def region_counts(self) -> dict[str, dict[str, int]]:
+        """Ids by the region their last intent went to, then by state ("pending": an
+        intent, no outcome yet); ids never sent are left out."""
+        found: Counter[tuple[int, int]] = Counter(
+            ((value & REGION_BITS) >> REGION_SHIFT, value & STATE_MASK)
+            for value in self.table.items_values()
+            if value & REGION_BITS or value & PENDING
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for (code, state), n in sorted(found.items()):
+            region = self.regions[code - 1] if code else self.default_region or "unknown"
+            name = STATUSES[state - 1].value if state else "pending"
+            per = counts.setdefault(region, {})
+            per[name] = per.get(name, 0) + n
+        return counts
 
     def loop_counts(self) -> dict[str, int]:
         """The job's loops by last recorded status ("Untracked" when none was recorded)."""

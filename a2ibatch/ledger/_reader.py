@@ -28,12 +28,16 @@ import orjson
 from .._errors import LedgerError
 from .._idtable import MASK64
 from .._models import Status
+from .._regions import arn_region
 from ._files import LedgerFile
-from ._format import JobHeader
+from ._format import JobHeader, flows_of
 from ._index import (
     FINAL,
     INVALID_VALUE,
+    NOT_REGION,
     PENDING,
+    REGION_BITS,
+    REGION_SHIFT,
     STARTED,
     STATE_MASK,
     STATE_VALUES,
@@ -79,6 +83,29 @@ class _Reader:
         self.span: list[str] = []  # [first, last] record time of the current run
         self.invalid_lines = 0
         self.new_run = False  # a job record was read (a run's invalid lines start again)
+        #: the current run's only flow's region (None: several, or no job record yet) and
+        #: the table bits of its intents (0: each intent names its region)
+        self.run_region: str | None = None
+        self.run_bits = PENDING
+
+    def carry_on(self) -> None:
+        """Read on after the index's last job record (a resume point's): its run's region."""
+        self._run(self.index.run_flows)
+
+    def _run(self, arns: tuple[str, ...]) -> None:
+        index = self.index
+        if len(arns) == 1:
+            self.run_region = region = arn_region(arns[0])
+            self.run_bits = PENDING | index.region_code(region) << REGION_SHIFT
+        else:
+            self.run_region, self.run_bits = None, PENDING if not arns else 0
+
+    def intent_bits(self, record: dict[str, Any]) -> int:
+        """The table bits of an intent of a run of several regions: its region's."""
+        region = record.get("region")
+        if not isinstance(region, str):
+            return PENDING
+        return PENDING | self.index.region_code(region) << REGION_SHIFT
 
     def feed(self, lines: list[bytes], offset: int) -> None:
         # The hot loop: one parse and a table update per line on a rerun's path; every
@@ -96,6 +123,8 @@ class _Reader:
         other = self._other
         outcome_other = self.want_loops or self.select is not None
         intent_other = self.want_loops or self.want_intents
+        run_bits = self.run_bits
+        intent_bits = self.intent_bits
         skipped = 0
         line = b""
         try:
@@ -134,10 +163,10 @@ class _Reader:
                         # A broken or duplicate line never undoes its id's real state.
                         if not values[slot] & STATE_MASK:
                             values[slot] |= code
-                    elif code == UNVERIFIED_VALUE:
-                        values[slot] = code | PENDING  # a rerun checks it first
-                    else:
-                        values[slot] = code
+                    elif code == UNVERIFIED_VALUE:  # a rerun checks it first
+                        values[slot] = values[slot] & REGION_BITS | code | PENDING
+                    else:  # the region its intent went to stays
+                        values[slot] = values[slot] & REGION_BITS | code
                     if outcome_other or code == INVALID_VALUE:
                         other(record, line, lines)
                 elif event == "intent":
@@ -147,17 +176,20 @@ class _Reader:
                     while seen != key and seen:
                         slot = (slot + 1) & mask
                         seen = keys[slot]
+                    # pending, and the region it went to (the run's, or the record's own)
+                    bits = run_bits or intent_bits(record)
                     if seen:
                         if not values[slot] & FINAL:
-                            values[slot] |= PENDING
+                            values[slot] = values[slot] & NOT_REGION | bits
                     else:
                         keys[slot] = key
-                        values[slot] = PENDING
+                        values[slot] = bits
                         used += 1
                     if intent_other:
                         other(record, line, lines)
                 else:
                     other(record, line, lines)
+                    run_bits = self.run_bits  # a job record starts a run
         except LedgerError:
             raise
         except KeyError:
@@ -224,9 +256,13 @@ class _Reader:
             self.loop_of[item_id] = name
             arn = record.get("human_loop_arn")
             at = record.get("at")
+            region = record.get("region")
             self.index.loops[name] = LoopState(
-                item_id, name, arn if isinstance(arn, str) else None,
+                item_id,
+                name,
+                arn if isinstance(arn, str) else None,
                 started_at=at if isinstance(at, str) else "",
+                region=region if isinstance(region, str) else self.run_region,
             )
 
     def _row(self, record: dict[str, Any], item_id: Any, status: str) -> None:
@@ -252,6 +288,12 @@ class _Reader:
 
     def _job(self, record: dict[str, Any], lineno: int) -> None:
         index = self.index
+        try:
+            arns = flows_of(record)
+        except (KeyError, ValueError):
+            raise _broken(self.path, lineno, "is not a valid job record") from None
+        index.note_flows((arns,) if isinstance(arns, str) else arns)
+        self._run(index.run_flows)
         index.runs += 1
         self.invalid_lines = 0
         self.new_run = True
@@ -321,6 +363,7 @@ def read_ledger(
     reader = _Reader(index, loops, intents, select, label)
     if start:
         reader.header, reader.lineno = index.header, lines_before
+        reader.carry_on()
     records_before = index.records
     cut: int | None = None
     try:

@@ -68,6 +68,10 @@ class ManifestMark:
     shard_index: int = 0
     #: the settled lines by what a rerun would count them as (`Counters` field names)
     tally: Mapping[str, int] = field(default_factory=dict)
+    #: the flow definitions of the run that took the mark (empty: the ledger's first job
+    #: record's); under others, lines it counts as invalid ("no flow definition for region")
+    #: may be sendable, so a run of other flows reads the whole manifest
+    flows: tuple[str, ...] = ()
 
     @property
     def has_failures(self) -> bool:
@@ -142,9 +146,10 @@ def _load(
     table.used, table.limit = meta["used"], slots * 5 // 8
     saved = meta["index"]
     key = bytes.fromhex(meta["key"])
+    header = None if saved["header"] is None else JobHeader.from_record(saved["header"])
     index = LedgerIndex(
         file.path,
-        header=None if saved["header"] is None else JobHeader.from_record(saved["header"]),
+        header=header,
         started_at=saved["started_at"],
         table=table,
         records=saved["records"],
@@ -155,8 +160,16 @@ def _load(
         hash=keyed_hash(key),
         hash_key=key,
     )
+    # A point saved before ledgers named regions: its runs had the first job record's flow.
+    flows = saved.get("flows", {} if header is None else header.flows)
+    index.flows = {str(region): str(arn) for region, arn in flows.items()}
+    index.regions = [str(region) for region in saved.get("regions", index.flows)]
+    default = () if header is None else header.flow_definition_arns
+    index.run_flows = tuple(str(arn) for arn in saved.get("run_flows", default))
     mark = meta.get("mark")
-    return index, None if mark is None else ManifestMark(**mark)
+    if mark is None:
+        return index, None
+    return index, ManifestMark(**{**mark, "flows": tuple(mark.get("flows", ()))})
 
 
 def _header_record(header: JobHeader | None) -> dict[str, Any] | None:
@@ -219,11 +232,16 @@ class ResumeKeeper:
                 "records": index.records,
                 "runs": index.runs,
                 "invalid_lines": index.invalid_lines,
+                "flows": index.flows,
+                "regions": index.regions,
+                "run_flows": list(index.run_flows),
             },
             "slots": table.mask + 1,
             "used": table.used,
             "body": hashlib.sha256(body).hexdigest(),
-            "mark": None if mark is None else {**asdict(mark), "tally": dict(mark.tally)},
+            "mark": None
+            if mark is None
+            else {**asdict(mark), "tally": dict(mark.tally), "flows": list(mark.flows)},
         }
         _replace(resume_path(self._ledger), orjson.dumps(meta) + b"\n" + body)
 

@@ -189,13 +189,16 @@ class LedgerWriter:
         """The error that stopped the writer, if one did."""
         return self._failed
 
-    async def intent(self, item_id: str, line: int, loop_name: str) -> None:
-        """Record that a call for `item_id` is about to be sent; return once it is written.
+    async def intent(
+        self, item_id: str, line: int, loop_name: str, region: str | None = None
+    ) -> None:
+        """Record that a call for `item_id` is about to be sent (to `region`, in a job of
+        several regions); return once it is written.
 
         Written means handed to the operating system, so the record survives the process
         being killed from then on.
         """
-        data = intent_line(item_id, line, loop_name)
+        data = intent_line(item_id, line, loop_name, region)
         if not self._write_now(data, None):
             await self._wait(_Waiter(data, False))
 

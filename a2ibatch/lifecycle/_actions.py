@@ -16,11 +16,10 @@ from typing import Any, Literal
 
 from .._aws import A2I_SERVICE
 from .._calls import CallFailed
-from .._pool import fan_out
 from .._retry import RetryPolicy
 from .._settings import AwsSettings
 from ..ledger import LoopState, loop_action_record
-from ._common import Context, open_job
+from ._common import Context, Region, open_job
 from ._listing import refresh
 
 #: the only statuses A2I lets DeleteHumanLoop act on
@@ -130,13 +129,13 @@ async def _act(
             else:
                 skipped[status] += 1
         acted = 0
-        a2i = job.clients.a2i
-        method = a2i.stop_human_loop if action == "stop" else a2i.delete_human_loop
 
-        async def one(loop: LoopState) -> None:
+        async def one(region: Region, loop: LoopState) -> None:
             nonlocal acted
+            a2i = region.clients.a2i
+            method = a2i.stop_human_loop if action == "stop" else a2i.delete_human_loop
             try:
-                await job.caller.call(operation, method, HumanLoopName=loop.loop_name)
+                await region.caller.call(operation, method, HumanLoopName=loop.loop_name)
             except CallFailed as exc:
                 code = exc.error.code
                 await _record(job, loop, action, code)
@@ -152,7 +151,7 @@ async def _act(
                 loop.deleted_by_us = True
                 await job.observe(loop, "Deleted", None, None)
 
-        await fan_out(job.caller.meters.cap, targets, one)
+        await job.each(targets, one)
     return ActionReport(action, acted, dict(skipped), errors, len(offered))
 
 

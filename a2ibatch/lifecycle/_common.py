@@ -6,23 +6,32 @@ the job's settings from the ledger's header (task, flow definition, name prefix:
 can contradict them), makes its calls through a `Caller` with the same meters and retry
 policy as submit, and appends ``loop_status`` / ``loop_action`` records with the ledger
 writer in append mode, beside a submit that may still be writing the same file.
+
+A job of flows in several regions has a `Region` for each (its flow definition, clients
+signed for it and a caller with meters of its own: quotas are per region); a loop is asked
+about, acted on and looked for in its own region.  A job of one flow has one, with the
+command's own clients, as it always had.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from .._aws import Clients, open_clients
 from .._calls import Caller, CallFailed
 from .._counters import Counters
-from .._errors import LedgerError
+from .._errors import LedgerError, raise_first
 from .._log import get_logger
 from .._meters import Meters
+from .._pool import fan_out
 from .._retry import RetryPolicy
 from .._settings import AwsSettings, SubmitSettings
 from .._text import printable
@@ -43,12 +52,12 @@ DEFAULT_INTERVAL = 60.0
 
 
 def job_settings(index: LedgerIndex, aws: AwsSettings) -> SubmitSettings:
-    """The job's settings, from its ledger's header."""
+    """The job's settings, from its ledger's header (and every region its runs named)."""
     header = index.header
     assert header is not None
     return SubmitSettings(
         task=header.task,
-        flow_definition_arn=header.flow_definition_arn,
+        flow_definition_arn=tuple(index.flows.values()) or header.flow_definition_arn,
         ledger=Path(index.path),
         name_prefix=header.name_prefix,
         aws=aws,
@@ -72,9 +81,20 @@ def open_location(ledger: str | os.PathLike[str], clients: Clients, caller: Call
     return location_for(ledger)
 
 
+@dataclass(frozen=True)
+class Region:
+    """One region of the job: its flow definition, clients (signed for it) and caller."""
+
+    name: str
+    flow_definition_arn: str
+    clients: Clients
+    caller: Caller
+
+
 @dataclass
 class Context:
-    """One lifecycle command's job: its ledger's index, settings, clients, caller, writer."""
+    """One lifecycle command's job: its ledger's index, settings, clients, caller, writer,
+    and its regions (`regions`: one for a job of one flow, with `clients` and `caller`)."""
 
     index: LedgerIndex
     settings: SubmitSettings
@@ -84,6 +104,40 @@ class Context:
     location: Location
     counters: Counters = field(default_factory=Counters)
     changed: int = 0  # loop_status records appended
+    regions: dict[str, Region] = field(default_factory=dict)
+
+    def region(self, loop: LoopState) -> Region:
+        """The region of `loop`'s flow definition (the job's only one, when it has one)."""
+        found = self.regions.get(loop.region or "")
+        return found if found is not None else next(iter(self.regions.values()))
+
+    def by_region(self, loops: Iterable[LoopState]) -> dict[str, tuple[Region, list[LoopState]]]:
+        """`loops` grouped by region."""
+        groups: dict[str, tuple[Region, list[LoopState]]] = {}
+        for loop in loops:
+            region = self.region(loop)
+            groups.setdefault(region.name, (region, []))[1].append(loop)
+        return groups
+
+    async def each(
+        self,
+        loops: Iterable[LoopState],
+        work: Callable[[Region, LoopState], Awaitable[None]],
+    ) -> None:
+        """`work(region, loop)` for each loop, under its region's in-flight cap; the
+        regions at once."""
+        groups = list(self.by_region(loops).values())
+        if len(groups) == 1:
+            region, group = groups[0]
+            await fan_out(region.caller.meters.cap, group, functools.partial(work, region))
+            return
+        try:
+            async with anyio.create_task_group() as tasks:
+                for region, group in groups:
+                    partial = functools.partial(work, region)
+                    tasks.start_soon(fan_out, region.caller.meters.cap, group, partial)
+        except BaseExceptionGroup as group:
+            raise_first(group)
 
     async def reread(self) -> None:
         """Read the ledgers again (a submit still running may have started more loops)."""
@@ -121,9 +175,10 @@ class Context:
 
     async def describe(self, loop: LoopState, errors: dict[str, int]) -> Mapping[str, Any] | None:
         """The loop's DescribeHumanLoop answer (its change recorded); None if unknown now."""
-        a2i = self.clients.a2i
+        region = self.region(loop)
+        a2i = region.clients.a2i
         try:
-            response: Mapping[str, Any] = await self.caller.call(
+            response: Mapping[str, Any] = await region.caller.call(
                 "DescribeHumanLoop", a2i.describe_human_loop, HumanLoopName=loop.loop_name
             )
         except CallFailed as exc:
@@ -173,8 +228,17 @@ async def open_job(
         index = await read_location(location, loops=True, intents=intents)
         require_job(index)
         settings = job_settings(index, aws)
+        flows = settings.flows
+        regions = {}
+        for name, arn in flows.items():
+            if len(flows) == 1:  # a job of one flow: the command's clients, as ever
+                regions[name] = Region(name, arn, clients, caller)
+                continue
+            own = Meters(counters, ceiling=rate, concurrency=concurrency, primary=primary)
+            opened = await open_clients(stack, aws, session, services, region=name)
+            regions[name] = Region(name, arn, opened, Caller(own, retry_policy))
         writer = None
         if append:
             file = await stack.enter_async_context(location.lifecycle())
             writer = await stack.enter_async_context(LedgerWriter.open(file, None))
-        yield Context(index, settings, caller, clients, writer, location, counters)
+        yield Context(index, settings, caller, clients, writer, location, counters, 0, regions)

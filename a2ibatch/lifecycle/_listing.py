@@ -16,7 +16,9 @@ is weighed (a cost model): once the pages the rest of the window will take (from
 per second of window seen so far) outnumber the job's open loops still to find in it, the
 window is left and those loops are described one by one instead.  A window whose loops are
 all found is left at once.  Loops no window showed (created outside every window, or gone)
-are described at the end: ResourceNotFound means the service no longer has them.
+are described at the end: ResourceNotFound means the service no longer has them.  A job
+of flows in several regions lists each region's flow definition, for that region's loops,
+in that region.
 """
 
 from __future__ import annotations
@@ -29,9 +31,8 @@ from typing import Any
 
 from .._calls import CallFailed
 from .._errors import JobAborted
-from .._pool import fan_out
 from ..ledger import LoopState, iso_time, parse_time
-from ._common import Context
+from ._common import Context, Region
 
 #: open loops further apart than this are listed in separate windows
 GAP = timedelta(minutes=10)
@@ -103,25 +104,27 @@ async def refresh(job: Context, loops: list[LoopState]) -> Pass:
     """Learn the current status of `loops` (the job's open ones), in pages where that is
     cheaper, and record every change."""
     result = Pass()
-    windows, untimed = windows_for(loops)
-    leftover = list(untimed)
-    for window in windows:
-        leftover.extend(await _list_window(job, window, result))
+    leftover: list[LoopState] = []
+    for region, group in job.by_region(loops).values():
+        windows, untimed = windows_for(group)
+        leftover.extend(untimed)
+        for window in windows:
+            leftover.extend(await _list_window(job, region, window, result))
     leftover = [loop for loop in leftover if loop.loop_name not in result.seen]
 
-    async def describe(loop: LoopState) -> None:
+    async def describe(_region: Region, loop: LoopState) -> None:
         result.described += 1
         await job.describe(loop, result.errors)
 
-    await fan_out(job.caller.meters.cap, leftover, describe)
+    await job.each(leftover, describe)
     return result
 
 
-async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopState]:
+async def _list_window(
+    job: Context, region: Region, window: Window, result: Pass
+) -> list[LoopState]:
     """List one window's pages while they are worth it; the open loops it did not find."""
-    header = job.index.header
-    assert header is not None
-    a2i = job.clients.a2i
+    a2i = region.clients.a2i
     wanted = {loop.loop_name: loop for loop in window.loops}
     missing = len(wanted)
     token: str | None = None
@@ -129,7 +132,7 @@ async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopS
     first: datetime | None = None  # the creation time of the first loop listed
     while missing:
         kwargs: dict[str, Any] = {
-            "FlowDefinitionArn": header.flow_definition_arn,
+            "FlowDefinitionArn": region.flow_definition_arn,
             "CreationTimeAfter": window.start,
             "CreationTimeBefore": window.end,
             "SortOrder": "Ascending",
@@ -138,7 +141,7 @@ async def _list_window(job: Context, window: Window, result: Pass) -> list[LoopS
         if token:
             kwargs["NextToken"] = token
         try:
-            page = await job.caller.call("ListHumanLoops", a2i.list_human_loops, **kwargs)
+            page = await region.caller.call("ListHumanLoops", a2i.list_human_loops, **kwargs)
         except CallFailed as exc:
             raise JobAborted(
                 f"cannot list the flow definition's human loops: {exc.error.code}",

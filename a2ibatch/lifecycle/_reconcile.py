@@ -4,6 +4,8 @@ Reported: loops named with the job's prefix that the ledger has no ``started`` o
 (an answer lost with its record: rerunning submit records them), and loops the ledger
 started that the service does not list (deleted outside a2ibatch, or aged out: A2I removes
 finished loops after 30 days).  Loops deleted with `delete_loops` are expected to be gone.
+A job of flows in several regions is compared region by region: each region's flow
+definition is listed there, against the ledger's loops of that region.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class ReconcileReport:
     """Differences between the ledger and the service, for one job."""
 
     ledger: str
-    flow_definition_arn: str
+    #: the job's flow definition, or (several regions) every region's
+    flow_definition_arn: str | tuple[str, ...]
     name_prefix: str
     since: str  # the first window's CreationTimeAfter
     until: str  # the last window's CreationTimeBefore
@@ -76,7 +79,9 @@ class ReconcileReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ledger": self.ledger,
-            "flow_definition_arn": self.flow_definition_arn,
+            "flow_definition_arn": (
+                arn if isinstance(arn := self.flow_definition_arn, str) else list(arn)
+            ),
             "name_prefix": self.name_prefix,
             "since": self.since,
             "until": self.until,
@@ -113,15 +118,15 @@ async def reconcile(
         if not windows:
             raise LedgerError("the ledger's job records have unreadable times (field 'at')")
         prefix = index.header.name_prefix + "-"
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()  # (region, loop name)
         missing: list[ServiceLoop] = []
         listed = 0
-        a2i = job.clients.a2i
-        for start, end in windows:
+        for region, start, end in [(r, a, b) for r in job.regions.values() for a, b in windows]:
+            a2i = region.clients.a2i
             token: str | None = None
             while True:
                 kwargs: dict[str, Any] = {
-                    "FlowDefinitionArn": index.header.flow_definition_arn,
+                    "FlowDefinitionArn": region.flow_definition_arn,
                     "CreationTimeAfter": start,
                     "CreationTimeBefore": end,
                     "MaxResults": 100,
@@ -129,7 +134,7 @@ async def reconcile(
                 if token:
                     kwargs["NextToken"] = token
                 try:
-                    page = await job.caller.call(
+                    page = await region.caller.call(
                         "ListHumanLoops", a2i.list_human_loops, **kwargs
                     )
                 except CallFailed as exc:
@@ -140,7 +145,7 @@ async def reconcile(
                 for summary in page.get("HumanLoopSummaries", []):
                     listed += 1
                     name = str(summary.get("HumanLoopName"))
-                    seen.add(name)
+                    seen.add((region.name, name))
                     if name in index.loops or not name.startswith(prefix):
                         continue
                     missing.append(
@@ -157,11 +162,13 @@ async def reconcile(
     unknown = [
         LedgerLoop(loop.id, loop.loop_name, loop.human_loop_arn, loop.status)
         for loop in index.loops.values()
-        if loop.loop_name not in seen and not loop.deleted_by_us
+        if (job.region(loop).name, loop.loop_name) not in seen and not loop.deleted_by_us
     ]
     return ReconcileReport(
         ledger=index.path,
-        flow_definition_arn=index.header.flow_definition_arn,
+        flow_definition_arn=job.settings.flow_definition_arns[0]
+        if len(job.regions) == 1
+        else job.settings.flow_definition_arns,
         name_prefix=index.header.name_prefix,
         since=_iso(windows[0][0]),
         until=_iso(windows[-1][1]),

@@ -8,7 +8,8 @@ The output path comes from one DescribeFlowDefinition; then one GetObject per lo
 at once.  An object not at its place (a loop created on a second's edge, say) is looked
 for in a listing of that minute's prefix.  Rows are appended as outputs arrive, so only the
 outputs being fetched are in memory; ids already in the file are skipped, so a rerun
-carries on where a previous one stopped.
+carries on where a previous one stopped.  A job of flows in several regions finds each
+loop's output through its own region's flow definition (its output path) and S3 client.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .._retry import RetryPolicy
 from .._settings import AwsSettings
 from ..ledger import LoopState, parse_time
 from ..manifest import read_manifest
-from ._common import Context, open_job
+from ._common import Context, Region, open_job
 from ._results_file import ResultsFile, ResultsFormat, format_for
 
 log = get_logger()
@@ -151,40 +152,43 @@ async def results(
     ) as job:
         await anyio.to_thread.run_sync(target.open)
         try:
-            places = await OutputPlaces.of(job)
+            places = {name: await OutputPlaces.of(job, r) for name, r in job.regions.items()}
             report = await _write(job, target, manifest, concurrency, fmt, places)
-            report.lookups = places.lookups
+            report.lookups = sum(p.lookups for p in places.values())
             return report
         finally:
             target.close()
 
 
 class OutputPlaces:
-    """Where each loop's output.json is: computed from the flow's S3OutputPath and the
-    loop's creation time; looked for in a listing when it is not there."""
+    """Where each loop of one region's flow has its output.json: computed from the flow's
+    S3OutputPath and the loop's creation time; looked for in a listing when it is not there.
+    `s3` and `caller` are the region's."""
 
-    def __init__(self, job: Context, output_path: str | None, flow_name: str) -> None:
+    def __init__(
+        self, job: Context, output_path: str | None, flow_name: str, region: Region | None = None
+    ) -> None:
         self.job = job
         self.output_path = output_path
         self.flow_name = flow_name
         self.lookups = 1  # the DescribeFlowDefinition
+        self.s3 = job.clients.s3 if region is None else region.clients.s3
+        self.caller = job.caller if region is None else region.caller
 
     @classmethod
-    async def of(cls, job: Context) -> OutputPlaces:
-        header = job.index.header
-        assert header is not None
-        name = header.flow_definition_arn.rsplit("/", 1)[-1]
-        sagemaker = job.clients.sagemaker
+    async def of(cls, job: Context, region: Region) -> OutputPlaces:
+        name = region.flow_definition_arn.rsplit("/", 1)[-1]
+        sagemaker = region.clients.sagemaker
         try:
-            found = await job.caller.call(
+            found = await region.caller.call(
                 "DescribeFlowDefinition",
                 sagemaker.describe_flow_definition,
                 FlowDefinitionName=name,
             )
         except CallFailed as exc:
             log.warning("flow_definition_unreadable", code=exc.error.code)
-            return cls(job, None, name)
-        return cls(job, found.get("OutputConfig", {}).get("S3OutputPath"), name)
+            return cls(job, None, name, region)
+        return cls(job, found.get("OutputConfig", {}).get("S3OutputPath"), name, region)
 
     def place(self, loop: LoopState) -> tuple[str, str] | None:
         """(bucket, key) of `loop`'s output.json, when it can be computed."""
@@ -204,14 +208,14 @@ class OutputPlaces:
         bucket, key = near
         minute = key.rsplit("/", 4)[0] + "/"  # .../hh/mm/
         suffix = f"/{loop.loop_name}/output.json"
-        s3 = self.job.clients.s3
+        s3 = self.s3
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": minute}
             if token:
                 kwargs["ContinuationToken"] = token
             self.lookups += 1
-            page = await self.job.caller.call("ListObjectsV2", s3.list_objects_v2, **kwargs)
+            page = await self.caller.call("ListObjectsV2", s3.list_objects_v2, **kwargs)
             for entry in page.get("Contents", []):
                 if str(entry.get("Key", "")).endswith(suffix):
                     return bucket, str(entry["Key"])
@@ -233,9 +237,8 @@ async def _write(
     manifest: str | None,
     concurrency: int,
     fmt: str,
-    places: OutputPlaces,
+    regions: dict[str, OutputPlaces],
 ) -> ResultsReport:
-    s3 = job.clients.s3
     cap = InFlightCap(concurrency)
     completed = already = written = 0
     errors: Counter[str] = Counter()
@@ -244,14 +247,15 @@ async def _write(
     async def fetch(entry: tuple[LoopState, Mapping[str, Any] | None]) -> None:
         nonlocal written
         loop, extra = entry
+        places = regions[job.region(loop).name]
         where = places.place(loop) or await places.describe(loop)
         if where is None:
             errors["NoOutputPlace"] += 1
             return
-        data = await _get(job, s3, where)
+        data = await _get(places, where)
         if isinstance(data, str) and data in _MISSING:
             found = await places.search(loop, where)
-            data = await _get(job, s3, found) if found is not None else data
+            data = await _get(places, found) if found is not None else data
             where = found or where
         if isinstance(data, str):
             (missing if data in _MISSING else errors)[data] += 1
@@ -305,11 +309,13 @@ async def _write(
     )
 
 
-async def _get(job: Context, s3: Any, where: tuple[str, str]) -> bytes | str:
+async def _get(places: OutputPlaces, where: tuple[str, str]) -> bytes | str:
     """The object's bytes, or the S3 error code that says why not."""
     bucket, key = where
     try:
-        response = await job.caller.call("GetObject", s3.get_object, Bucket=bucket, Key=key)
+        response = await places.caller.call(
+            "GetObject", places.s3.get_object, Bucket=bucket, Key=key
+        )
         async with response["Body"] as body:
             data: bytes = await body.read()
     except CallFailed as exc:

@@ -23,6 +23,7 @@ _ITEM_FIELDS: Final = (
     "min_confidence",
     "name",
     "content_classifiers",
+    "region",
 )
 
 
@@ -39,7 +40,7 @@ def _slots_match(cls: type[Any], names: tuple[str, ...]) -> bool:
 
 if _slots_match(Item, _ITEM_FIELDS) and _slots_match(S3Ref, ("bucket", "key", "version")):
     _new = object.__new__
-    (_ID, _LINE, _CONTENT, _S3, _FEATURES, _CONFIDENCE, _NAME, _CLASSIFIERS) = (
+    (_ID, _LINE, _CONTENT, _S3, _FEATURES, _CONFIDENCE, _NAME, _CLASSIFIERS, _REGION) = (
         vars(Item)[name].__set__ for name in _ITEM_FIELDS
     )
     _BUCKET, _KEY, _VERSION = (vars(S3Ref)[name].__set__ for name in ("bucket", "key", "version"))
@@ -53,6 +54,7 @@ if _slots_match(Item, _ITEM_FIELDS) and _slots_match(S3Ref, ("bucket", "key", "v
         confidence: float | None,
         name: str | None,
         classifiers: tuple[str, ...] | None,
+        region: str | None = None,
     ) -> Item:
         """``Item(...)`` with its fields in order, built by filling its slots."""
         item = _new(Item)
@@ -64,6 +66,7 @@ if _slots_match(Item, _ITEM_FIELDS) and _slots_match(S3Ref, ("bucket", "key", "v
         _CONFIDENCE(item, confidence)
         _NAME(item, name)
         _CLASSIFIERS(item, classifiers)
+        _REGION(item, region)
         return item
 
     def make_ref(bucket: str, key: str, version: str | None) -> S3Ref:

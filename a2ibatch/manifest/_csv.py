@@ -30,6 +30,7 @@ CSV_COLUMNS: Final = (
     "min_confidence",
     "name",
     "content_classifiers",
+    "region",
 )
 
 

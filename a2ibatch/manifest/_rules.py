@@ -11,7 +11,8 @@ Field rules (JSON Lines; CSV cells are converted to the same values first):
   (the second occurrence of an id is invalid).
 * custom tasks: exactly one of ``input`` (any JSON value, sent as compact JSON) and
   ``input_content`` (a string holding a JSON document, sent verbatim); at most
-  `MAX_INPUT_CONTENT_CHARS` characters either way.
+  `MAX_INPUT_CONTENT_CHARS` characters either way; optional ``region`` (an AWS region
+  name: the region of the flow definition that reviews the item, in a job of several).
 * textract: ``document``, an ``s3://bucket/key`` URI; optional ``version`` and
   ``feature_types`` (a non-empty list of distinct Textract feature types).
 * rekognition: ``image``, an ``s3://bucket/key`` URI; optional ``version`` and
@@ -43,6 +44,7 @@ from .._models import (
     TaskType,
 )
 from .._naming import name_problem
+from .._regions import REGION_NAME
 from ._build import make_item, make_ref
 from ._lines import MAX_LINE_BYTES, TOO_LONG
 
@@ -64,6 +66,7 @@ FIELD_TASKS: Final[dict[str, tuple[TaskType, ...]]] = {
     "image": (TaskType.REKOGNITION,),
     "min_confidence": (TaskType.REKOGNITION,),
     "version": (TaskType.TEXTRACT, TaskType.REKOGNITION),
+    "region": (TaskType.CUSTOM,),  # a built-in item's region is its bucket's
 }
 FOREIGN: Final[dict[TaskType, frozenset[str]]] = {
     task: frozenset(f for f, owners in FIELD_TASKS.items() if task not in owners)
@@ -214,22 +217,27 @@ def foreign_field(obj: dict[str, Any], task: TaskType, line: int, item_id: str) 
 
 def _common(
     obj: dict[str, Any], line: int, item_id: str
-) -> tuple[str | None, tuple[str, ...] | None] | Invalid:
-    """The optional `name` and `content_classifiers` of any task type."""
+) -> tuple[str | None, tuple[str, ...] | None, str | None] | Invalid:
+    """The optional `name`, `content_classifiers` and (custom) `region` of a line."""
     name = obj.get("name")
     if name is not None:
         problem = name_problem(name)
         if problem is not None:
             return Invalid(line, f"field 'name': {problem}", item_id)
+    region = obj.get("region")
+    if region is not None and (type(region) is not str or not REGION_NAME.fullmatch(region)):
+        got = "" if type(region) is str else f", not {kind(region)}"
+        reason = f"field 'region' must be an AWS region name such as us-east-1{got}"
+        return Invalid(line, reason, item_id)
     classifiers = obj.get("content_classifiers")
     if classifiers is None:
-        return name, None
+        return name, None, region
     checked = _choices(
         classifiers, "content_classifiers", CONTENT_CLASSIFIERS, True, _CLASSIFIER_LISTS
     )
     if isinstance(checked, str):
         return Invalid(line, checked, item_id)
-    return name, checked
+    return name, checked, region
 
 
 def _too_big(chars: int) -> str:
@@ -245,13 +253,16 @@ def _finish(
     features: tuple[str, ...] | None,
     confidence: float | None,
 ) -> Item | Invalid:
-    """The item, once the fields every task type shares (name, classifiers) are checked."""
-    if "name" in obj or "content_classifiers" in obj:
+    """The item, once the fields every task type shares (name, classifiers) and a custom
+    item's region are checked."""
+    if "name" in obj or "content_classifiers" in obj or "region" in obj:
         common = _common(obj, line, item_id)
         if type(common) is Invalid:
             return common
-        name, classifiers = common  # type: ignore[misc]
-        return make_item(item_id, line, content, ref, features, confidence, name, classifiers)
+        name, classifiers, region = common  # type: ignore[misc]
+        return make_item(
+            item_id, line, content, ref, features, confidence, name, classifiers, region
+        )
     return make_item(item_id, line, content, ref, features, confidence, None, None)
 
 
