@@ -509,3 +509,75 @@ def test_a_resume_point_from_before_regions_still_loads(tmp_path: Path) -> None:
     index, _ = loaded
     assert index.flows == {US: FLOWS[US]} and index.run_flows == (FLOWS[US],)
     assert index.region_of("a") == US and index.lookup("a") == (None, True)
+
+
+# -- ledger locations ----------------------------------------------------------------------
+
+
+async def test_shards_and_a_ledger_in_s3_across_regions(emulator: Any, tmp_path: Path) -> None:
+    await make_buckets(emulator.url, (US, EU))
+    async with client(emulator.url, "s3") as s3:
+        await s3.create_bucket(Bucket="ledgers")
+    manifest = write(tmp_path / "m.jsonl", TaskType.TEXTRACT, {US: 10, EU: 10})
+    location = "s3://ledgers/jobs/regions/"
+    summaries = [
+        await submit(
+            job(
+                TaskType.TEXTRACT,
+                emulator.url,
+                tmp_path,
+                manifest,
+                ledger=location,
+                shards=2,
+                shard_index=k,
+                work_dir=tmp_path / f"w{k}",
+            )
+        )
+        for k in range(2)
+    ]
+    assert sum(s.counts["started"] + s.counts["not_activated"] for s in summaries) == 20
+    before = await stats(emulator.url)
+    again = await submit(
+        job(TaskType.TEXTRACT, emulator.url, tmp_path, manifest, ledger=location,
+            work_dir=tmp_path / "w2")
+    )  # fmt: skip
+    assert again.counts["skipped"] == 20 and again.counts["calls"] == 0
+    assert (await stats(emulator.url))["calls_by_region"] == before["calls_by_region"]
+    report = await status(location, aws=AwsSettings(endpoint_url=emulator.url, region=US))
+    assert set(report.flows) == {US, EU}
+    assert sum(sum(by.values()) for by in report.regions.values()) == 20
+
+
+async def test_a_lost_container_s_loops_are_listed_in_every_region(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """The names a ledger in S3 lost with its container are found in each region's flow."""
+    from contextlib import AsyncExitStack
+
+    from a2ibatch._counters import Counters
+    from a2ibatch._lanes import open_lanes, recovered_in_lanes
+    from a2ibatch._retry import RetryPolicy
+    from a2ibatch._tasks import adapter_for
+    from a2ibatch.ledger import LedgerFile
+    from test_emulator import start_args
+
+    for region in (US, EU):
+        async with client(emulator.url, "sagemaker-a2i-runtime", region=region) as a2i:
+            await a2i.start_human_loop(**start_args(f"a2ib-{region}", flow=FLOWS[region]))
+            await a2i.start_human_loop(**start_args(f"other-{region}", flow=FLOWS[region]))
+    path = tmp_path / "ledger.jsonl"
+    at = "2020-01-01T00:00:00.000Z"
+    record = {"event": "intent", "id": "x", "line": 1, "loop_name": "n", "at": at}
+    path.write_bytes(orjson.dumps(record) + b"\n")  # no summary last: the run did not end
+    s = job(TaskType.CUSTOM, emulator.url, tmp_path, tmp_path / "m.jsonl")
+    file = LedgerFile.open(str(path), write=False)
+    assert file is not None
+    try:
+        async with AsyncExitStack() as stack:
+            lanes = await open_lanes(
+                stack, s, adapter_for("custom"), Counters(), RetryPolicy(), None
+            )
+            names = await recovered_in_lanes(lanes, "a2ib", file)
+    finally:
+        file.close()
+    assert names == {f"a2ib-{US}", f"a2ib-{EU}"}
