@@ -481,6 +481,69 @@ def test_the_ledger_allows_new_regions_and_refuses_a_changed_one(tmp_path: Path)
         index.check_compatible("custom", FLOWS[US], "other")
 
 
+def test_a_resume_point_keeps_each_items_region(tmp_path: Path) -> None:
+    """The index a resume point saves keeps the flows, the region codes and each id's
+    region; a rerun reading on after it (a run that adds a region) ends as a full read."""
+    from a2ibatch.ledger import LedgerFile, keeper_for, load_resume, read_ledger
+
+    path = tmp_path / "ledger.jsonl"
+    job_record = {"event": "job", "run": "r", "task": "custom", "name_prefix": "a2ib",
+                  "manifest": "m", "versions": {}, "at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+
+    def intent(item_id: str, region: str | None) -> dict[str, Any]:
+        found = {"event": "intent", "id": item_id, "line": 1, "loop_name": f"n-{item_id}"}
+        return {**found, "at": "x", **({} if region is None else {"region": region})}
+
+    def outcome(item_id: str, region: str) -> dict[str, Any]:
+        return {"event": "outcome", "id": item_id, "line": 1, "status": "started",
+                "loop_name": f"n-{item_id}", "human_loop_arn": None, "activation": None,
+                "attempts": 1, "error": None, "recovered": False, "at": "x",
+                "region": region}  # fmt: skip
+
+    before = [
+        {**job_record, "flow_definition_arn": FLOWS[US]},
+        intent("a", None),
+        outcome("a", US),
+        {**job_record, "flow_definition_arn": [FLOWS[EU], FLOWS[US]]},
+        intent("b", EU),
+        outcome("b", EU),
+        intent("c", EU),  # pending: a kill after its call went out
+        intent("d", US),
+    ]
+    after = [
+        {**job_record, "flow_definition_arn": [FLOWS[US], FLOWS[EU], FLOWS[AP]]},
+        intent("e", AP),
+        outcome("e", AP),
+        outcome("d", US),
+    ]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in before))
+    file = LedgerFile.open(str(path), write=False)
+    assert file is not None
+    try:
+        keeper_for(str(path), read_ledger(file, path=str(path)))._save(None)
+    finally:
+        file.close()
+    with path.open("ab") as f:
+        f.write(b"".join(orjson.dumps(r) + b"\n" for r in after))
+    file = LedgerFile.open(str(path), write=False)
+    assert file is not None
+    try:
+        loaded = load_resume(file)
+        full = read_ledger(file, path=str(path))
+    finally:
+        file.close()
+    assert loaded is not None
+    index, _ = loaded
+    assert index.read_to == full.read_to and index.read_to > 0
+    regions = {item_id: full.region_of(item_id) for item_id in "abcdef"}
+    assert regions == {"a": US, "b": EU, "c": EU, "d": US, "e": AP, "f": None}
+    assert {item_id: index.region_of(item_id) for item_id in "abcdef"} == regions
+    assert index.lookup("c") == full.lookup("c") == (None, True)
+    assert index.region_counts() == full.region_counts()
+    assert index.flows == full.flows == {US: FLOWS[US], EU: FLOWS[EU], AP: FLOWS[AP]}
+    assert index.regions == full.regions and index.run_flows == full.run_flows
+
+
 def test_a_resume_point_from_before_regions_still_loads(tmp_path: Path) -> None:
     """A resume point without the regions' fields: its ledger had one flow."""
     from a2ibatch.ledger import RESUME_SUFFIX, LedgerFile, keeper_for, load_resume, read_ledger
