@@ -17,7 +17,7 @@ from ._errors import (
     PreflightError,
     SourceError,
 )
-from ._job import Job, Summary, stream, submit
+from ._job import Job, stream, submit
 from ._models import Activation, ErrorInfo, Invalid, Item, Outcome, S3Ref, Status, TaskType
 from ._preflight import PreflightReport, preflight
 from ._recall import SubmitterStats
@@ -25,6 +25,7 @@ from ._retry import RetryEvent, RetryPolicy
 from ._settings import AwsSettings, SubmitSettings, load_aws_settings, load_settings
 from ._status import StatusReport, status
 from ._submitter import Submitter
+from ._summary import Summary
 from ._text import printable
 from .lifecycle import (
     ActionReport,

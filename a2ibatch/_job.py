@@ -14,9 +14,8 @@ regions runs a lane per region (`_lanes`: clients, meters, preflight, sender of 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -34,6 +33,7 @@ from ._meters import Meters, job_meters
 from ._models import Outcome, TaskType
 from ._plan import job_planner, tally
 from ._preflight import PreflightReport, preflight
+from ._quotas import use_applied_quota
 from ._recovery import recovered_names
 from ._regions import arn_region
 from ._resuming import Resumption, read_resumable
@@ -41,52 +41,12 @@ from ._retry import RetryPolicy
 from ._routes import Routes, routes_for
 from ._runner import Runner, RunOptions
 from ._settings import SubmitSettings
+from ._summary import Summary
 from ._tasks import RequestOptions, TaskAdapter, adapter_for
 from .ledger import JobHeader, LedgerIndex, LedgerWriter, Location, location_for
 from .manifest import Entry, read_manifest_batches
 
 log = get_logger()
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What one run did.  `exit_code` is the CLI's exit status for it."""
-
-    ledger: str
-    task: str
-    counts: Mapping[str, Any]
-    elapsed: float
-    stopped: bool = False  # a graceful stop was requested before the manifest's end
-    aborted: str | None = None  # why the job stopped early, if it did
-    #: the manifest was read from after this line: the lines before were settled, as the
-    #: ledger's resume point says (they are counted, as ``skipped...``, not read again)
-    resumed_after_line: int | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.aborted is not None:
-            return 3
-        if self.stopped:
-            return 130
-        c = self.counts
-        attention = (
-            "failed",
-            "invalid",
-            "skipped_invalid",
-            "skipped_failed",
-            "unverified",
-            "name_taken",
-        )
-        return 1 if any(c.get(name) for name in attention) else 0
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "event": "summary",
-            **self.counts,
-            "elapsed_s": round(self.elapsed, 3),
-            "stopped": self.stopped,
-            "aborted": self.aborted,
-        }
 
 
 def is_s3(settings: SubmitSettings) -> bool:
@@ -139,6 +99,8 @@ class Job:
         self.preflight_reports: dict[str, PreflightReport] = {}  # by region, every job's
         #: bytes of a damaged ledger tail cut off when the run read the ledger
         self.repaired_bytes = 0
+        #: how each region's start-call rate was set, once it sends (`Summary.rates`)
+        self._rates: dict[str | None, str] = {}
 
     # -- what a progress display reads -----------------------------------------------------
 
@@ -221,6 +183,7 @@ class Job:
                 log.warning("ledger_tail_cut", ledger=store.label, bytes=index.repaired_bytes)
             if s.preflight:
                 self.preflight_report = await self._preflight(clients, index, caller, resumption)
+            self._read_quotas(clients)
             writer = await stack.enter_async_context(
                 LedgerWriter.open(
                     files.ledger,
@@ -276,7 +239,31 @@ class Job:
             stopped=self._stop_requested,
             aborted=None if aborted is None else str(aborted),
             resumed_after_line=marking.resumed_after if marking is not None else None,
+            rates=tuple(self._rates[r] for r in sorted(self._rates, key=str)),
         )
+
+    def _read_quotas(self, clients: Clients) -> None:
+        """Before each region's first start call: its controller starts at the quota
+        Service Quotas tells, if the account lets it be read (`_quotas`).  The lookup has
+        meters and counts of its own, as the ledger's S3 calls do: the summary's calls are
+        the service's, and a job with nothing to send makes none."""
+        s = self.settings
+        aside = Caller(Meters(Counters()), self.policy)
+        lanes: dict[str | None, tuple[Meters, Clients]] = {None: (self.meters, clients)}
+        if self.lanes is not None:
+            lanes = {r: (lane.meters, lane.clients) for r, lane in self.lanes.by_region.items()}
+        for region, (meters, lane_clients) in lanes.items():
+            quotas = lane_clients.quotas if s.service_quotas else None
+
+            async def setup(
+                region: str | None = region, meters: Meters = meters, quotas: Any = quotas
+            ) -> None:
+                line = await use_applied_quota(
+                    meters, aside, quotas, self.adapter.operation, shards=s.shards
+                )
+                self._rates[region] = line if region is None else f"{region}: {line}"
+
+            meters.before_first_call(setup)
 
     async def _preflight(
         self,
@@ -339,6 +326,8 @@ class Job:
         s = self.settings
         pool = max(s.concurrency or 0, 1024)
         services = {service: pool for service in (self.adapter.service, A2I_SERVICE)}
+        if s.service_quotas:
+            services["service-quotas"] = 2
         if len(s.flow_definition_arns) > 1:  # lanes have their own; S3 finds bucket regions
             services = {"s3": 16} if s.task is not TaskType.CUSTOM else {}
         manifest_in_s3 = self._items is None and s.manifest.startswith("s3://")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -236,12 +236,20 @@ class Meters:
     ) -> None:
         self.counters = counters
         self.ceiling = ceiling or DEFAULT_CEILING
+        self.told = ceiling is not None  # the user gave the ceiling (``--rate``)
         self.cap = InFlightCap(concurrency)
         self.pause = QuotaPause(quota_pause, quota_wait_limit, counters)
         self.outage = Outage(outage_limit, counters)
         self.primary = primary
         self._initial = initial_rate
         self.rates: dict[str, RateController] = {}
+        self._setup: Callable[[], Awaitable[None]] | None = None
+        self._setup_done: anyio.Event | None = None
+
+    def before_first_call(self, setup: Callable[[], Awaitable[None]]) -> None:
+        """Run `setup` once, before the first call of the primary operation goes (every
+        such call waits for it): a job reads its applied quota only if it sends."""
+        self._setup = setup
 
     def rate(self, operation: str) -> RateController:
         """The controller of `operation` (one per API: each has its own quota)."""
@@ -256,11 +264,26 @@ class Meters:
 
     async def admit(self, rate: RateController) -> None:
         """Wait on every meter before one call: quota pause, outage gate, then the pace."""
+        if self._setup is not None and rate is self.rates.get(str(self.primary)):
+            await self._set_up()
         if self.pause.active:
             await self.pause.wait()
         if self.outage.closed:
             await self.outage.wait()
         await rate.acquire()
+
+    async def _set_up(self) -> None:
+        done = self._setup_done
+        if done is not None:  # another call is running it
+            await done.wait()
+            return
+        done = self._setup_done = anyio.Event()
+        try:
+            if self._setup is not None:
+                await self._setup()
+        finally:
+            self._setup = None
+            done.set()
 
     def answered(self, operation: str, rate: RateController, latency: float) -> None:
         """A call was answered with success after `latency` seconds."""

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # the stubs are a development dependency (types-aiobotocore)
     )
 
     from ._calls import Caller
+    from ._meters import Meters
 
 log = get_logger()
 
@@ -114,22 +115,63 @@ async def applied_quota(
     Calls go through `caller` (the job's meters and retries: throttling and server errors
     are retried, for at most `within` seconds).  Why it is unknown is logged (``quota_unknown``).
     """
+    found, _reason = await _lookup(caller, quotas, operation, within)
+    return found
+
+
+async def use_applied_quota(
+    meters: Meters,
+    caller: Caller,
+    quotas: ServiceQuotasClient | None,
+    operation: str,
+    *,
+    shards: int = 1,
+) -> str:
+    """Start `operation`'s rate controller at its applied quota, if the account tells it;
+    return what the job's summary says of its rate.
+
+    The quota read becomes the controller's ceiling (a lower ``--rate`` stays) and its
+    first rate: no slow start, no throttled probe past the quota.  One of `shards` starts
+    at its 1/N share of it (shards that start equal share the quota fairly) and may grow
+    past it when its peers are not running.  Unknown (or not read: `quotas` None), the
+    controller finds the quota as it does without Service Quotas.
+    """
+    found, reason = None, "not read"
+    if quotas is not None:
+        found, reason = await _lookup(caller, quotas, operation, LOOKUP_TIMEOUT)
+    controller = meters.rate(operation)
+    told = controller.settings.ceiling if meters.told else None
+    if found is None:
+        if told is not None:
+            return f"{operation} at most {told:g}/s (the rate given)"
+        return f"{operation} quota found by pacing (Service Quotas: {reason})"
+    controller.know_quota(found.rate, share=1.0 / shards)
+    if told is not None and told < found.rate:
+        return f"{operation} at most {told:g}/s (the rate given; {found.describe()})"
+    if shards > 1:
+        return f"{found.describe()}, this shard from 1/{shards} of it"
+    return found.describe()
+
+
+async def _lookup(
+    caller: Caller, quotas: ServiceQuotasClient, operation: str, within: float
+) -> tuple[AppliedQuota | None, str]:
     from ._calls import CallFailed  # not at the top: the rate controller imports this module
 
     service = SERVICE_CODES.get(operation)
     if service is None:
-        _unknown(operation, "no Service Quotas service for this operation")
-        return None
-    reason = f"no answer within {within:g} s"
-    with anyio.move_on_after(within):
-        try:
-            return await _find(caller, quotas, service, operation)
-        except CallFailed as failed:
-            reason = failed.error.code
-        except _NotListed as missing:
-            reason = str(missing)
+        reason = "no Service Quotas service for this operation"
+    else:
+        reason = f"no answer within {within:g} s"
+        with anyio.move_on_after(within):
+            try:
+                return await _find(caller, quotas, service, operation), ""
+            except CallFailed as failed:
+                reason = failed.error.code
+            except _NotListed as missing:
+                reason = str(missing)
     _unknown(operation, reason)
-    return None
+    return None, reason
 
 
 class _NotListed(Exception):

@@ -106,6 +106,9 @@ class SubmitSettings:
     grace_period: float = 30.0
     #: checks before spending (flow definition, region, CORS, PII rule, cost)
     preflight: bool = True
+    #: read each start call's applied quota from Service Quotas (where the account allows
+    #: it) and start at it, instead of finding it by being throttled
+    service_quotas: bool = True
     #: refuse a job whose estimated cost (USD) is above this unless `confirm_cost`
     max_cost: float | None = None
     confirm_cost: bool = False

@@ -30,7 +30,6 @@ from ._calls import Caller
 from ._counters import Counters
 from ._entries import as_async
 from ._errors import ConfigError, JobAborted, LedgerWriteError, SourceError, setting
-from ._job import Summary
 from ._log import get_logger
 from ._meters import InFlightCap, job_meters
 from ._models import Invalid, Item, Outcome, Status
@@ -41,6 +40,7 @@ from ._resuming import read_resumable
 from ._retry import RetryPolicy
 from ._sender import ItemSender, invalid_outcome
 from ._settings import SubmitSettings
+from ._summary import Summary
 from ._tasks import RequestOptions, TaskAdapter, adapter_for
 from .ledger import FileLocation, JobHeader, LedgerIndex, LedgerWriter, LocalStore
 

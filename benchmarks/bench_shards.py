@@ -20,10 +20,13 @@ emulator, not from the clients:
 * the whole run: wall time from the first process started to the last one ended, and the
   ideal (items at the quota).
 
-One process (1 shard) is the baseline.  The issue's targets: 4 shards together at least
-0.93 of the quota, at most 3% throttled, fairness at least 0.95.
+Each configuration runs with the shards finding the quota by pacing
+(``--no-service-quotas``) and reading it from the emulator's Service Quotas (the default:
+each shard starts at 1/N of it); ``--told`` adds each shard given ``--rate quota/N``.  One
+process (1 shard) is the baseline.  The targets: 4 shards together at least 0.93 of the
+quota, at most 3% throttled, fairness at least 0.95.
 
-    python benchmarks/bench_shards.py                    # 1, 2, 4, 8 shards; about 4 minutes
+    python benchmarks/bench_shards.py                    # 1, 2, 4, 8 shards; about 8 minutes
     python benchmarks/bench_shards.py --quota 100 --items 3000 --shards 4
     python benchmarks/bench_shards.py --told             # also each shard given --rate quota/N
 
@@ -59,6 +62,10 @@ PROCESSING_MS = 40.0
 PROCESSING_JITTER_MS = 20.0
 BURST = 5
 
+#: how each shard learns its rate: found by pacing (``--no-service-quotas``), read from
+#: Service Quotas (the default; each shard starts at 1/N of it), or told (``--rate Q/N``)
+FOUND, READ, TOLD = "found", "Service Quotas", "told"
+
 #: the issue's targets for 4 shards
 TARGET_GOODPUT = 0.93
 TARGET_THROTTLED = 0.03
@@ -70,7 +77,7 @@ class Run:
     """One configuration: `shards` processes over `items` items."""
 
     shards: int
-    told: bool
+    how: str  # how each shard learns its rate: FOUND, READ or TOLD
     quota: float
     items: int
     wall: float  # first process started -> last process ended
@@ -122,7 +129,7 @@ def write_manifest(path: Path, items: int) -> None:
 
 
 def command(
-    url: str, manifest: Path, ledger: Path, shards: int, k: int, rate: float | None
+    url: str, manifest: Path, ledger: Path, shards: int, k: int, rate: float | None, read: bool
 ) -> list[str]:
     argv = [
         sys.executable, "-m", "a2ibatch", "submit", str(manifest),
@@ -136,6 +143,8 @@ def command(
         argv += ["--shards", str(shards), "--shard-index", str(k)]
     if rate is not None:
         argv += ["--rate", f"{rate:g}"]
+    if not read:
+        argv.append("--no-service-quotas")
     return argv
 
 
@@ -147,13 +156,13 @@ def run_config(
     items: int,
     quota: float,
     *,
-    told: bool,
+    how: str,
     warmup: float,
 ) -> Run:
     reset_emulator(url)
     time.sleep(0.3)  # the fresh bucket fills its burst, as after any idle spell
-    ledger = tmp / f"ledger-{shards}-{'told' if told else 'untold'}"
-    rate = quota / shards if told else None
+    ledger = tmp / f"ledger-{shards}-{how}"
+    rate = quota / shards if how == TOLD else None
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
@@ -164,7 +173,7 @@ def run_config(
     began = time.time()
     processes = [
         subprocess.Popen(
-            command(url, manifest, ledger, shards, k, rate),
+            command(url, manifest, ledger, shards, k, rate, read=how != FOUND),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -216,7 +225,7 @@ def run_config(
                 series[k][int(t)] += 1
     return Run(
         shards=shards,
-        told=told,
+        how=how,
         quota=quota,
         items=items,
         wall=wall,
@@ -235,7 +244,7 @@ def run_config(
 
 
 def table(runs: list[Run]) -> str:
-    base = {r.told: r for r in runs if r.shards == 1}
+    base = {r.how: r for r in runs if r.shards == 1}
     lines = [
         "| shards | --rate per shard | steady window s | goodput (x quota) | vs 1 process "
         "| throttled | Jain's fairness | shards' goodput /s | whole run (x quota) | wall s "
@@ -243,9 +252,9 @@ def table(runs: list[Run]) -> str:
         "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in runs:
-        one = base.get(r.told)
+        one = base.get(r.how)
         ratio = f"{r.goodput / one.goodput:.3f}" if one and one.goodput else ""
-        rate = f"{r.quota / r.shards:g} (quota / N)" if r.told else "none (found)"
+        rate = f"{r.quota / r.shards:g} (quota / N)" if r.how == TOLD else f"none ({r.how})"
         shares = " ".join(f"{x:.1f}" for x in r.per_shard)
         lines.append(
             f"| {r.shards} | {rate} | {r.seconds:.1f} | {r.goodput:.3f} | {ratio} "
@@ -270,11 +279,10 @@ def verdict(runs: list[Run]) -> list[str]:
             ),
             ("fairness", r.fairness, f">= {TARGET_FAIRNESS}", r.fairness >= TARGET_FAIRNESS),
         ]
-        told = "told" if r.told else "untold"
         for name, value, target, ok in checks:
             shown = f"{value:.1%}" if name == "throttled" else f"{value:.3f}"
             result = "met" if ok else "MISSED"
-            notes.append(f"4 shards ({told}): {name} {shown}, target {target}: {result}")
+            notes.append(f"4 shards ({r.how}): {name} {shown}, target {target}: {result}")
     for r in runs:
         if any(r.exit_codes) or r.started != r.items or r.duplicates:
             notes.append(
@@ -318,14 +326,14 @@ def main() -> None:
         tmp = Path(folder)
         manifest = tmp / "manifest.jsonl"
         write_manifest(manifest, args.items)
-        for told in (False, True) if args.told else (False,):
+        for how in (FOUND, READ, TOLD) if args.told else (FOUND, READ):
             for n in counts:
                 run = run_config(
-                    url, manifest, tmp, n, args.items, args.quota, told=told, warmup=args.warmup
+                    url, manifest, tmp, n, args.items, args.quota, how=how, warmup=args.warmup
                 )
                 runs.append(run)
                 print(
-                    f"{n} shard(s){' told' if told else ''}: goodput {run.goodput:.3f} x quota, "
+                    f"{n} shard(s), {how}: goodput {run.goodput:.3f} x quota, "
                     f"throttled {run.throttled_share:.1%}, fairness {run.fairness:.3f}, "
                     f"wall {run.wall:.1f} s",
                     file=sys.stderr,

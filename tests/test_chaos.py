@@ -31,6 +31,9 @@ CHAOS = {
     "same_input_reuse": "conflict",
     "activation_rate": 0.5,
     "seed": 11,
+    # A role that may not read Service Quotas: the job finds the quota by being throttled,
+    # so throttling is part of the chaos.
+    "service_quotas_access": "deny",
 }
 
 

@@ -8,12 +8,13 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aioboto3
 import pytest
 
-from a2ibatch import AwsSettings, _quotas
+from a2ibatch import AwsSettings, TaskType, _quotas, submit
 from a2ibatch._aws import client_kwargs
 from a2ibatch._calls import Caller
 from a2ibatch._counters import Counters
@@ -21,6 +22,7 @@ from a2ibatch._meters import Meters
 from a2ibatch._quotas import AdmissionCount, AppliedQuota, applied_quota
 from a2ibatch._rate import Phase, RateController, RateSettings
 from a2ibatch.emulator._service_quotas import UNLIMITED_RATE
+from helpers import TASKS, emulator_get, settings, write_manifest
 from test_rate import Service, Sim
 
 pytestmark = pytest.mark.anyio
@@ -206,3 +208,77 @@ def test_sends_are_forgotten_once_no_count_needs_them() -> None:
     for _ in range(50_000):
         now[0] += ctl.reserve() + 0.001
     assert len(ctl._count.sends) <= 8192
+
+
+# -- a job: which rate it used, and what its summary says -----------------------------------
+
+START_OPERATION = {
+    TaskType.CUSTOM: ("StartHumanLoop", "sagemaker L-EFB97D75"),
+    TaskType.TEXTRACT: ("AnalyzeDocument", "textract L-E0D942BC"),
+    TaskType.REKOGNITION: ("DetectModerationLabels", "rekognition L-8BA850D3"),
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("emulator", [{"quota": 60.0, "processing_ms": 10.0}], indirect=True)
+async def test_a_job_starts_at_the_quota_it_read_and_says_so(
+    task: TaskType, emulator: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", task, 120)
+    summary = await submit(settings(task, emulator.url, tmp_path, manifest))
+    operation, code = START_OPERATION[task]
+    assert summary.rates == (f"{operation} quota 60/s from Service Quotas ({code})",)
+    assert summary.counts["started"] + summary.counts["not_activated"] == 120
+    # No slow start and no probe past the quota: at most a throttle or two from the
+    # arrivals' jitter, where finding the quota costs several.
+    assert summary.counts["throttled"] <= 2
+    stats = await emulator_get(emulator.url, "/_emulator/stats")
+    assert stats["calls"]["ListServiceQuotas"] == 1
+    assert summary.to_record()["rates"] == list(summary.rates)
+
+
+@pytest.mark.parametrize(
+    "emulator", [{"quota": 60.0, "service_quotas_access": "deny"}], indirect=True
+)
+async def test_without_permission_a_job_finds_the_quota_and_says_why(
+    emulator: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 60)
+    summary = await submit(settings("custom", emulator.url, tmp_path, manifest))
+    assert summary.exit_code == 0 and summary.counts["started"] == 60
+    assert summary.rates == (
+        "StartHumanLoop quota found by pacing (Service Quotas: AccessDeniedException)",
+    )
+
+
+@pytest.mark.parametrize("emulator", [{"quota": 60.0}], indirect=True)
+async def test_a_given_rate_below_the_quota_stays_and_off_means_no_lookup(
+    emulator: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 30)
+    s = settings("custom", emulator.url, tmp_path, manifest, rate=20.0)
+    summary = await submit(s)
+    assert summary.rates == (
+        "StartHumanLoop at most 20/s (the rate given; StartHumanLoop quota 60/s from "
+        "Service Quotas (sagemaker L-EFB97D75))",
+    )
+    off = settings(
+        "custom", emulator.url, tmp_path, manifest, ledger=tmp_path / "b.jsonl",
+        name_prefix="off", service_quotas=False,
+    )  # fmt: skip
+    summary = await submit(off)
+    assert summary.rates == ("StartHumanLoop quota found by pacing (Service Quotas: not read)",)
+    stats = await emulator_get(emulator.url, "/_emulator/stats")
+    assert stats["calls"]["ListServiceQuotas"] == 1  # the first job's only
+
+
+@pytest.mark.parametrize("emulator", [{"quota": 60.0}], indirect=True)
+async def test_a_rerun_with_nothing_to_send_reads_no_quota(emulator: Any, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 20)
+    s = settings("custom", emulator.url, tmp_path, manifest)  # no preflight to count it
+    await submit(s)
+    before = await emulator_get(emulator.url, "/_emulator/stats")
+    again = await submit(s)
+    after = await emulator_get(emulator.url, "/_emulator/stats")
+    assert after["calls"] == before["calls"] and again.counts["calls"] == 0
+    assert again.rates == ()

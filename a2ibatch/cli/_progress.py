@@ -146,6 +146,7 @@ def summary_rows(summary: Summary, repaired_bytes: int = 0) -> list[tuple[str, A
     ]
     if c.get("unreachable_seconds"):
         rows.append(("waited for the endpoint", f"{c['unreachable_seconds']:.1f} s"))
+    rows += [("rate", line) for line in summary.rates]
     if summary.resumed_after_line:
         rows.append(("resumed after manifest line", summary.resumed_after_line))
     rows += [

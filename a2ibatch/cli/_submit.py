@@ -115,6 +115,13 @@ def add_command(sub: Any) -> None:
         default=None,
         help="skip the checks before spending (flow definition, region, CORS, PII, cost)",
     )
+    g.add_argument(
+        "--no-service-quotas",
+        dest="service_quotas",
+        action="store_false",
+        default=None,
+        help="do not read the start call's quota from Service Quotas (find it by pacing)",
+    )
     g.add_argument("--max-cost", type=float, help="refuse a job estimated above this (USD)")
     g.add_argument(
         "--yes",
@@ -144,6 +151,7 @@ def settings_from(args: argparse.Namespace) -> SubmitSettings:
         "feature_types": args.feature_types,
         "retry_failed": args.retry_failed,
         "preflight": args.preflight,
+        "service_quotas": args.service_quotas,
         "max_cost": args.max_cost,
         "confirm_cost": args.confirm_cost,
         "max_failures": args.max_failures,
