@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -251,12 +251,6 @@ class Row:
 # -- the clients ----------------------------------------------------------------------------
 
 
-#: Service Quotas' endpoint in the scenarios that read the quota: an emulator of its own,
-#: because the main one spends the scenario's processing time on every operation, and
-#: Service Quotas is another service that answers in milliseconds
-QUOTAS_URL: dict[str, str] = {}
-
-
 def run_a2ibatch(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
     import aioboto3
 
@@ -270,32 +264,20 @@ def run_a2ibatch(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tupl
         name_prefix=prefix,
         preflight=False,
         rate=sc.quota if sc.quota_source == TOLD else 1000.0,
+        # Untold and told find the quota by pacing; the Service Quotas scenarios read it
+        # from the emulator (before the first start call, in the client's wall time).
+        service_quotas=sc.quota_source == SERVICE_QUOTAS,
         aws=AwsSettings(endpoint_url=url, region=REGION),
     )
     session = aioboto3.Session(**CREDENTIALS)
 
     async def main() -> Any:
-        job = Job(settings, session=session, items=items)
-        if sc.quota_source == SERVICE_QUOTAS:
-            await know_applied_quota(job, session, QUOTAS_URL[sc.key])
-        return await job.run()
+        return await Job(settings, session=session, items=items).run()
 
     summary = asyncio.run(main())
+    if sc.quota_source == SERVICE_QUOTAS and "from Service Quotas" not in summary.rates[0]:
+        raise RuntimeError(f"the job did not read the quota: {summary.rates}")
     return int(summary.counts["started"]), int(summary.counts["failed"])
-
-
-async def know_applied_quota(job: Any, session: Any, url: str) -> None:
-    """What the job's set-up does where the account lets it read Service Quotas: look the
-    start call's quota up (through the job's own meters) and start the controller at it.
-    Its time is in the client's wall time, as it will be in a job's."""
-    from a2ibatch._calls import Caller
-    from a2ibatch._quotas import applied_quota
-
-    async with session.client("service-quotas", endpoint_url=url) as quotas:
-        found = await applied_quota(Caller(job.meters), quotas, OPERATION)
-    if found is None:
-        raise RuntimeError("the emulator did not tell the quota")
-    job.meters.rate(OPERATION).know_quota(found.rate)
 
 
 def run_threads(url: str, sc: Scenario, n: int, prefix: str, tmp: Path) -> tuple[int, int]:
@@ -697,9 +679,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             clients = [c for c in sc.clients if not args.clients or c in args.clients]
             with ExitStack() as emulators:
                 url = emulators.enter_context(run_subprocess(sc.emulator(args.seed + k)))
-                if sc.quota_source == SERVICE_QUOTAS:
-                    quotas = replace(sc.emulator(args.seed + k), processing_ms=0.0)
-                    QUOTAS_URL[sc.key] = emulators.enter_context(run_subprocess(quotas))
                 # A first call so the emulator's own start-up is not the first client's.
                 RUNNERS[SEQUENTIAL](url, sc, 1, f"warm{k}", Path(tmp))
                 for j, client in enumerate(clients):

@@ -111,6 +111,8 @@ async def handle(
     work = config.processing_ms
     if config.processing_jitter_ms:
         work += state.rng.uniform(-config.processing_jitter_ms, config.processing_jitter_ms)
+    if operation.dialect is DIALECTS[SERVICE_QUOTAS]:
+        work = 0.0  # another service: the processing time is that of A2I's, Textract's ...
     network = bool(config.network_ms or config.network_jitter_ms)
     if network:
         await asyncio.sleep(_one_way(state, config))
