@@ -47,8 +47,11 @@ def aws(url: str) -> AwsSettings:
     return AwsSettings(endpoint_url=url, region="us-east-1")
 
 
-async def submitted(url: str, tmp_path: Path, n: int = 8, *, csv: bool = False) -> SubmitSettings:
-    """A real custom job of `n` items (ids a0..), under a name prefix of its own.
+async def submitted(
+    url: str, tmp_path: Path, n: int = 8, *, csv: bool = False, rate: float | None = None
+) -> SubmitSettings:
+    """A real custom job of `n` items (ids a0..), under a name prefix of its own, at most
+    `rate` a second (the emulator has no quota: unlimited, a job runs at 1,000 a second).
 
     With `csv`, the manifest is CSV as a spreadsheet writes it (quoted cells, a header on
     line 1) with a column of the owner's own, which a2ibatch ignores.
@@ -70,6 +73,7 @@ async def submitted(url: str, tmp_path: Path, n: int = 8, *, csv: bool = False) 
         name_prefix=f"t{uuid.uuid4().hex[:8]}",
         aws=aws(url),
         preflight=False,
+        rate=rate,
     )
     summary = await submit(s)
     assert summary.counts["started"] == n
@@ -518,8 +522,10 @@ async def described_statuses(url: str, names: list[str]) -> dict[str, str]:
 async def test_a_job_between_two_others_is_tracked_in_pages_with_the_statuses_describe_gives(
     emulator: Any, tmp_path: Path
 ) -> None:
+    # The job's 600 loops over 3 s, as at an account's quota: its windows are its own
+    # seconds, its first and last shared with the strangers.
     await strangers(emulator.url, "before", 400)
-    s = await submitted(emulator.url, tmp_path, 600)
+    s = await submitted(emulator.url, tmp_path, 600, rate=200.0)
     await strangers(emulator.url, "after", 400)
     before = await emulator_get(emulator.url, "/_emulator/stats")
     report = await track(s.ledger, aws=aws(emulator.url))
