@@ -33,7 +33,7 @@ from ._meters import Meters, job_meters
 from ._models import Outcome, TaskType
 from ._plan import job_planner, tally
 from ._preflight import PreflightReport, preflight
-from ._quotas import use_applied_quota
+from ._quotas import start_at_applied_quota
 from ._recovery import recovered_names
 from ._regions import arn_region
 from ._resuming import Resumption, read_resumable
@@ -243,27 +243,19 @@ class Job:
         )
 
     def _read_quotas(self, clients: Clients) -> None:
-        """Before each region's first start call: its controller starts at the quota
-        Service Quotas tells, if the account lets it be read (`_quotas`).  The lookup has
-        meters and counts of its own, as the ledger's S3 calls do: the summary's calls are
-        the service's, and a job with nothing to send makes none."""
+        """Each region's start calls begin at the quota Service Quotas tells (`_quotas`)."""
         s = self.settings
-        aside = Caller(Meters(Counters()), self.policy)
         lanes: dict[str | None, tuple[Meters, Clients]] = {None: (self.meters, clients)}
         if self.lanes is not None:
             lanes = {r: (lane.meters, lane.clients) for r, lane in self.lanes.by_region.items()}
         for region, (meters, lane_clients) in lanes.items():
-            quotas = lane_clients.quotas if s.service_quotas else None
+            prefix = "" if region is None else f"{region}: "
 
-            async def setup(
-                region: str | None = region, meters: Meters = meters, quotas: Any = quotas
-            ) -> None:
-                line = await use_applied_quota(
-                    meters, aside, quotas, self.adapter.operation, shards=s.shards
-                )
-                self._rates[region] = line if region is None else f"{region}: {line}"
+            def said(line: str, region: str | None = region, prefix: str = prefix) -> None:
+                self._rates[region] = prefix + line
 
-            meters.before_first_call(setup)
+            operation = self.adapter.operation
+            start_at_applied_quota(meters, lane_clients, s, operation, self.policy, said)
 
     async def _preflight(
         self,

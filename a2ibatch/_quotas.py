@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,8 +45,11 @@ if TYPE_CHECKING:  # the stubs are a development dependency (types-aiobotocore)
         ServiceQuotaTypeDef,
     )
 
+    from ._aws import Clients
     from ._calls import Caller
     from ._meters import Meters
+    from ._retry import RetryPolicy
+    from ._settings import SubmitSettings
 
 log = get_logger()
 
@@ -151,6 +154,35 @@ async def use_applied_quota(
     if shards > 1:
         return f"{found.describe()}, this shard from 1/{shards} of it"
     return found.describe()
+
+
+def start_at_applied_quota(
+    meters: Meters,
+    clients: Clients,
+    settings: SubmitSettings,
+    operation: str,
+    policy: RetryPolicy,
+    said: Callable[[str], None] | None = None,
+) -> None:
+    """Before `meters`' first call of `operation`, `use_applied_quota` (each such call
+    waits for it) if `settings` say so, and give `said` its line (by default, log it): a
+    job or Submitter that never sends never asks.  The lookup has meters and counts of
+    its own, as the ledger's S3 calls do: a job's counted calls are the service's."""
+    from ._calls import Caller
+    from ._counters import Counters
+    from ._meters import Meters
+
+    aside = Caller(Meters(Counters()), policy)
+    quotas = clients.quotas if settings.service_quotas else None
+
+    async def setup() -> None:
+        line = await use_applied_quota(meters, aside, quotas, operation, shards=settings.shards)
+        if said is None:
+            log.info("rate", detail=line)
+        else:
+            said(line)
+
+    meters.before_first_call(setup)
 
 
 async def _lookup(

@@ -35,6 +35,7 @@ from ._meters import InFlightCap, job_meters
 from ._models import Invalid, Item, Outcome, Status
 from ._pool import WorkerPool
 from ._preflight import preflight
+from ._quotas import start_at_applied_quota
 from ._recall import DEFAULT_RECENT, Recall, SubmitterStats
 from ._resuming import read_resumable
 from ._retry import RetryPolicy
@@ -156,8 +157,9 @@ class Submitter:
         self._recall.index = index  # nothing was decided yet: nothing else to update
         caller = Caller(self.meters, self.policy)
         pool = max(s.concurrency or 0, 1024)
-        services = dict.fromkeys((self.adapter.service, A2I_SERVICE), pool)
+        services = dict.fromkeys((self.adapter.service, A2I_SERVICE, "service-quotas"), pool)
         clients = await open_clients(stack, s.aws, self._session, services)
+        start_at_applied_quota(self.meters, clients, s, self.adapter.operation, self.policy)
         if s.preflight:  # the flow definition and work team; no items, so no cost estimate
             session = self._session
             report = await preflight(s, session=session, items=None, buckets=(), caller=caller)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+import anyio
 import pytest
 
-from a2ibatch import AwsSettings, TaskType, _quotas, submit
+from a2ibatch import AwsSettings, Item, Submitter, TaskType, _quotas, submit
 from a2ibatch._aws import client_kwargs
 from a2ibatch._calls import Caller
 from a2ibatch._counters import Counters
@@ -282,3 +283,21 @@ async def test_a_rerun_with_nothing_to_send_reads_no_quota(emulator: Any, tmp_pa
     after = await emulator_get(emulator.url, "/_emulator/stats")
     assert after["calls"] == before["calls"] and again.counts["calls"] == 0
     assert again.rates == ()
+
+
+@pytest.mark.parametrize("emulator", [{"quota": 40.0}], indirect=True)
+async def test_a_submitter_reads_the_quota_once_before_its_first_send(
+    emulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = settings("custom", emulator.url, tmp_path, tmp_path / "unused.jsonl")
+    items = [Item(id=f"s{i}", input_content=f'{{"n": {i}}}') for i in range(40)]
+    with caplog.at_level(logging.INFO, logger="a2ibatch"):
+        async with Submitter(s) as submitter:
+            assert "ListServiceQuotas" not in emulator.stats()["calls"]  # nothing sent yet
+            async with anyio.create_task_group() as tg:
+                for item in items:
+                    tg.start_soon(submitter.submit, item)
+            stats = submitter.stats()
+    assert stats.counts["started"] == 40 and stats.counts["throttled"] <= 2
+    assert emulator.stats()["calls"]["ListServiceQuotas"] == 1
+    assert "StartHumanLoop quota 40/s from Service Quotas" in caplog.text
