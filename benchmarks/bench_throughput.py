@@ -23,7 +23,7 @@ emulator refused; CPU is this process's CPU time (all threads) per item.  The ba
 aiobotocore line is a tight loop of ``start_human_loop`` on one client against the
 emulator with no quota and no latency, the floor a library built on aiobotocore stands on.
 
-    python benchmarks/bench_throughput.py            # full run, about 12 minutes
+    python benchmarks/bench_throughput.py            # full run, about 17 minutes
     python benchmarks/bench_throughput.py --repeat 1 # a2ibatch once per scenario, not 3 times
     python benchmarks/bench_throughput.py --quick    # smaller, under 2 minutes
 
