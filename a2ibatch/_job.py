@@ -183,7 +183,7 @@ class Job:
                 log.warning("ledger_tail_cut", ledger=store.label, bytes=index.repaired_bytes)
             if s.preflight:
                 self.preflight_report = await self._preflight(clients, index, caller, resumption)
-            self._read_quotas(clients)
+            self._read_quotas()
             writer = await stack.enter_async_context(
                 LedgerWriter.open(
                     files.ledger,
@@ -242,20 +242,21 @@ class Job:
             rates=tuple(self._rates[r] for r in sorted(self._rates, key=str)),
         )
 
-    def _read_quotas(self, clients: Clients) -> None:
+    def _read_quotas(self) -> None:
         """Each region's start calls begin at the quota Service Quotas tells (`_quotas`)."""
         s = self.settings
-        lanes: dict[str | None, tuple[Meters, Clients]] = {None: (self.meters, clients)}
+        lanes: dict[str | None, Meters] = {None: self.meters}
         if self.lanes is not None:
-            lanes = {r: (lane.meters, lane.clients) for r, lane in self.lanes.by_region.items()}
-        for region, (meters, lane_clients) in lanes.items():
+            lanes = {r: lane.meters for r, lane in self.lanes.by_region.items()}
+        for region, meters in lanes.items():
             prefix = "" if region is None else f"{region}: "
 
             def said(line: str, region: str | None = region, prefix: str = prefix) -> None:
                 self._rates[region] = prefix + line
 
-            operation = self.adapter.operation
-            start_at_applied_quota(meters, lane_clients, s, operation, self.policy, said)
+            start_at_applied_quota(
+                meters, s, self._session, self.adapter.operation, self.policy, said, region=region
+            )
 
     async def _preflight(
         self,
@@ -318,8 +319,6 @@ class Job:
         s = self.settings
         pool = max(s.concurrency or 0, 1024)
         services = {service: pool for service in (self.adapter.service, A2I_SERVICE)}
-        if s.service_quotas:
-            services["service-quotas"] = 2
         if len(s.flow_definition_arns) > 1:  # lanes have their own; S3 finds bucket regions
             services = {"s3": 16} if s.task is not TaskType.CUSTOM else {}
         manifest_in_s3 = self._items is None and s.manifest.startswith("s3://")

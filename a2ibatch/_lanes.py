@@ -110,8 +110,6 @@ async def open_lanes(
     s = settings
     pool = max(s.concurrency or 0, 1024)
     services = dict.fromkeys((adapter.service, A2I_SERVICE), pool)
-    if s.service_quotas:
-        services["service-quotas"] = 2
     lanes: dict[str, Lane] = {}
     for region, arn in s.flows.items():
         clients = await open_clients(stack, s.aws, session, services, region=region)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:  # the stubs are a development dependency (types-aiobotocore)
         ServiceQuotaTypeDef,
     )
 
-    from ._aws import Clients
     from ._calls import Caller
     from ._meters import Meters
     from ._retry import RetryPolicy
@@ -158,25 +158,37 @@ async def use_applied_quota(
 
 def start_at_applied_quota(
     meters: Meters,
-    clients: Clients,
     settings: SubmitSettings,
+    session: Any | None,
     operation: str,
     policy: RetryPolicy,
     said: Callable[[str], None] | None = None,
+    *,
+    region: str | None = None,
 ) -> None:
     """Before `meters`' first call of `operation`, `use_applied_quota` (each such call
-    waits for it) if `settings` say so, and give `said` its line (by default, log it): a
-    job or Submitter that never sends never asks.  The lookup has meters and counts of
-    its own, as the ledger's S3 calls do: a job's counted calls are the service's."""
+    waits for it) if `settings` say so, and give `said` its line (by default, log it).
+
+    The Service Quotas client is opened then, for the lookup alone: a job or Submitter
+    that never sends neither asks nor pays for the client (botocore's endpoint data, tens
+    of milliseconds).  The lookup has meters and counts of its own, as the ledger's S3
+    calls do: a job's counted calls are the service's.
+    """
+    from ._aws import open_clients
     from ._calls import Caller
     from ._counters import Counters
     from ._meters import Meters
 
     aside = Caller(Meters(Counters()), policy)
-    quotas = clients.quotas if settings.service_quotas else None
 
     async def setup() -> None:
-        line = await use_applied_quota(meters, aside, quotas, operation, shards=settings.shards)
+        async with AsyncExitStack() as stack:
+            quotas = None
+            if settings.service_quotas:
+                services = {"service-quotas": 2}
+                opened = await open_clients(stack, settings.aws, session, services, region=region)
+                quotas = opened.quotas
+            line = await use_applied_quota(meters, aside, quotas, operation, shards=settings.shards)
         if said is None:
             log.info("rate", detail=line)
         else:

@@ -157,9 +157,9 @@ class Submitter:
         self._recall.index = index  # nothing was decided yet: nothing else to update
         caller = Caller(self.meters, self.policy)
         pool = max(s.concurrency or 0, 1024)
-        services = dict.fromkeys((self.adapter.service, A2I_SERVICE, "service-quotas"), pool)
+        services = dict.fromkeys((self.adapter.service, A2I_SERVICE), pool)
         clients = await open_clients(stack, s.aws, self._session, services)
-        start_at_applied_quota(self.meters, clients, s, self.adapter.operation, self.policy)
+        start_at_applied_quota(self.meters, s, self._session, self.adapter.operation, self.policy)
         if s.preflight:  # the flow definition and work team; no items, so no cost estimate
             session = self._session
             report = await preflight(s, session=session, items=None, buckets=(), caller=caller)

@@ -23,7 +23,7 @@ from a2ibatch._meters import Meters
 from a2ibatch._quotas import AdmissionCount, AppliedQuota, applied_quota
 from a2ibatch._rate import Phase, RateController, RateSettings
 from a2ibatch.emulator._service_quotas import UNLIMITED_RATE
-from helpers import TASKS, emulator_get, settings, write_manifest
+from helpers import FLOW, TASKS, emulator_get, settings, write_manifest
 from test_rate import Service, Sim
 
 pytestmark = pytest.mark.anyio
@@ -301,3 +301,24 @@ async def test_a_submitter_reads_the_quota_once_before_its_first_send(
     assert stats.counts["started"] == 40 and stats.counts["throttled"] <= 2
     assert emulator.stats()["calls"]["ListServiceQuotas"] == 1
     assert "StartHumanLoop quota 40/s from Service Quotas" in caplog.text
+
+
+@pytest.mark.parametrize("emulator", [{"quota": 50.0}], indirect=True)
+async def test_each_region_of_a_job_reads_its_own_quota(emulator: Any, tmp_path: Path) -> None:
+    # Quotas are per region: each region's lane asks Service Quotas signed for its region,
+    # once, before its own first start call; a region with nothing to send never asks.
+    flows = tuple(FLOW.replace("us-east-1", r) for r in ("us-east-1", "eu-west-1", "ap-south-1"))
+    items = [
+        Item(id=f"{region}-{i}", input_content=f'{{"n": {i}}}', region=region)
+        for region in ("us-east-1", "eu-west-1")
+        for i in range(20)
+    ]
+    s = settings("custom", emulator.url, tmp_path, tmp_path / "unused.jsonl",
+                 flow_definition_arn=flows)  # fmt: skip
+    summary = await submit(s, items=items)
+    assert summary.counts["started"] == 40
+    line = "StartHumanLoop quota 50/s from Service Quotas (sagemaker L-EFB97D75)"
+    assert summary.rates == (f"eu-west-1: {line}", f"us-east-1: {line}")
+    calls = emulator.stats()["calls_by_region"]
+    asked = {region: n for region, ops in calls.items() if (n := ops.get("ListServiceQuotas"))}
+    assert asked == {"us-east-1": 1, "eu-west-1": 1}
