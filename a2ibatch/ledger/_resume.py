@@ -112,15 +112,15 @@ def load_resume(file: LedgerFile) -> tuple[LedgerIndex, ManifestMark | None] | N
     if found is None:
         return None
     index, mark = found
-    read_ledger(
-        file,
-        path=file.path,
-        into=index,
-        start=index.read_to,
-        lines_before=index.lines,
-        repair=True,
-    )
+    _read_on(file, file.path, index, repair=True)
     return index, mark
+
+
+def _read_on(file: LedgerFile, path: str, index: LedgerIndex, *, repair: bool) -> None:
+    """Read the ledger's records after those `index` holds into it."""
+    read_ledger(
+        file, path=path, into=index, start=index.read_to, lines_before=index.lines, repair=repair
+    )
 
 
 def _load(
@@ -207,14 +207,7 @@ class ResumeKeeper:
             return
         try:
             index = self._index
-            read_ledger(
-                file,
-                path=self._ledger,
-                into=index,
-                start=index.read_to,
-                lines_before=index.lines,
-                repair=False,
-            )
+            _read_on(file, self._ledger, index, repair=False)
             size = index.read_to
             head, tail = _edges(file.fd, size)
         finally:
