@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import orjson
 
 from a2ibatch import AwsSettings, SubmitSettings, TaskType
@@ -84,3 +87,36 @@ def submit_args(
         "--ledger", str(ledger), "--endpoint-url", url, "--region", "us-east-1",
         "--log-format", "json", *extra,
     ]  # fmt: skip
+
+
+async def kill_until_done(
+    command: Callable[[int], list[str]],
+    env: Mapping[str, str],
+    kill_after: Callable[[int], Awaitable[None]],
+    *,
+    runs: int = 40,
+) -> tuple[int, int]:
+    """Run `command(k)` for k = 0, 1, ... and `kill -9` each run that is still going when
+    `kill_after(k)` returns, until one ends by itself: the kills, and that run's exit code."""
+    kills = 0
+    for k in range(runs):
+        ended: list[int] = []
+        async with await anyio.open_process(
+            command(k), env=env, stdout=None, stderr=None
+        ) as process:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_wait_into, process, ended, group.cancel_scope)
+                await kill_after(k)
+                group.cancel_scope.cancel()
+            if ended:
+                return kills, ended[0]
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+            kills += 1
+    raise AssertionError("the job never finished")
+
+
+async def _wait_into(process: Any, ended: list[int], scope: anyio.CancelScope) -> None:
+    """The process's exit code into `ended`, then `scope` cancelled: it ended by itself."""
+    ended.append(await process.wait())
+    scope.cancel()

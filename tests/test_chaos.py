@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from helpers import emulator_get, final_outcomes, submit_args, write_manifest
+from helpers import emulator_get, final_outcomes, kill_until_done, submit_args, write_manifest
 
 pytestmark = pytest.mark.anyio
 
@@ -47,17 +46,11 @@ async def chaos_run(url: str, tmp_path: Path, task: str, items: int, seed: int) 
                      "--no-preflight", task=task),
     ]  # fmt: skip
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "chaos", "AWS_SECRET_ACCESS_KEY": "chaos"}
-    kills = 0
-    for _ in range(40):
-        async with await anyio.open_process(command, env=env, stdout=None, stderr=None) as process:
-            with anyio.move_on_after(rng.uniform(1.0, 3.0)):
-                code = await process.wait()
-                break
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-            kills += 1
-    else:
-        raise AssertionError("the job never finished")
+
+    async def kill_after(_run: int) -> None:
+        await anyio.sleep(rng.uniform(1.0, 3.0))
+
+    kills, code = await kill_until_done(lambda _run: command, env, kill_after)
     return {"kills": kills, "exit": code, "ledger": ledger}
 
 

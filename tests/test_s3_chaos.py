@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from a2ibatch._calls import Caller
 from a2ibatch._counters import Counters
 from a2ibatch._meters import Meters
 from a2ibatch.ledger import location_for, read_location
-from helpers import emulator_get, submit_args, write_manifest
+from helpers import emulator_get, kill_until_done, submit_args, write_manifest
 
 pytestmark = pytest.mark.anyio
 
@@ -50,34 +49,30 @@ async def run_with_kills(
         "AWS_SECRET_ACCESS_KEY": "chaos",
         "A2IBATCH_LEASE_SECONDS": "1.5",
     }
-    kills = 0
-    for attempt in range(40):
-        folder = tmp_path / f"container-{attempt}"  # every container starts with an empty disk
-        command = [
+
+    def command(run: int) -> list[str]:
+        folder = tmp_path / f"container-{run}"  # every container starts with an empty disk
+        args = [
             sys.executable, "-m", "a2ibatch",
             *submit_args(url, manifest, Path("unused"), "--max-attempts", "12", "--no-progress",
                          "--no-preflight", task=task),
         ]  # fmt: skip
-        command[command.index("unused")] = location
-        command += ["--work-dir", str(folder)]
-        async with await anyio.open_process(command, env=env, stdout=None, stderr=None) as process:
-            if attempt == 0:
-                # The first container is always lost, a third of the way in: the test must
-                # exercise a restart however fast the machine runs the job.
-                with anyio.fail_after(60):
-                    while (await emulator_get(url, "/_emulator/stats"))["calls"].get(
-                        OPERATION[task], 0
-                    ) < items // 3:
-                        await anyio.sleep(0.02)
-            else:
-                with anyio.move_on_after(rng.uniform(3.0, 8.0)):
-                    code = await process.wait()
-                    break
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-            kills += 1
-    else:
-        raise AssertionError("the job never finished")
+        args[args.index("unused")] = location
+        return [*args, "--work-dir", str(folder)]
+
+    async def kill_after(run: int) -> None:
+        if run:
+            await anyio.sleep(rng.uniform(3.0, 8.0))
+            return
+        # The first container is always lost, a third of the way in: the test must exercise
+        # a restart however fast the machine runs the job.
+        with anyio.fail_after(60):
+            while (await emulator_get(url, "/_emulator/stats"))["calls"].get(
+                OPERATION[task], 0
+            ) < items // 3:
+                await anyio.sleep(0.02)
+
+    kills, code = await kill_until_done(command, env, kill_after)
     return kills, code, location
 
 
@@ -104,9 +99,11 @@ async def test_kill_9_with_the_ledger_in_s3_never_doubles_or_loses_a_loop(
     counts = index.counts
     # None lost: every item is started or not activated in the ledger, and every loop at the
     # service is one of the ledger's.
-    assert counts[next(s for s in counts if s.value == "started")] + counts[
-        next(s for s in counts if s.value == "not_activated")
-    ] == items
+    assert (
+        counts[next(s for s in counts if s.value == "started")]
+        + counts[next(s for s in counts if s.value == "not_activated")]
+        == items
+    )
     assert set(index.loops) == set(service)
     assert all(index.loops[n].human_loop_arn == loop["arn"] for n, loop in service.items())
     # None doubled: one loop per input.
