@@ -29,21 +29,24 @@ without a cut.  A `ceiling` (the user's `--rate`) is never exceeded; `know_quota
 a quota read from Service Quotas and keeps it as the ceiling.
 
 **Shards.**  Controllers that share one quota without talking (a job's shards) together
-run at it, but untold their shares do not converge: each one's count is its own share and
-its growth scales with its own rate, so the shares the first second leaves persist.
-Shards that read the quota start at 1/N of it and stay near equal; else ``--rate Q/N``.
+run at it.  Shards that read the quota start at 1/N of it, and the share is an anchor: a
+shard cut below it goes back up to it, one above it gives back more than a plain cut, and
+one grows past it only after a long quiet spell (its peers are not running), so the
+shares stay equal however the processes start (tests/test_rate.py).  Untold, nothing is
+common to the shards but the throttles, which each sees in proportion to its own rate:
+each one's count is its own share and its growth scales with its own rate, so the shares
+the first second leaves persist.  Without the quota, ``--rate Q/N``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from ._pacing import Clock, Pacer
 from ._quotas import AdmissionCount
 
 
@@ -72,7 +75,6 @@ class Phase(Enum):
     CUBIC = "cubic"
 
 
-Clock = Callable[[], float]
 #: the rate ceiling when the user sets none: far above any default A2I quota
 DEFAULT_CEILING = 1000.0
 #: seconds of answers that tell the rate the service accepts
@@ -93,6 +95,14 @@ PRECISE_CALLS = 30
 ROUGH_CALLS = 8
 #: sends between two trims of the count's memory
 FORGET_EVERY = 4096
+#: a shard that knows its share (1/N of a quota read from the account) keeps the share as
+#: its plateau when a cut falls below it, unless this many cuts in a row did (another job
+#: on the account takes part of the quota: then its count rules, as for any job) ...
+BELOW_CUTS = 4
+#: ... steps back this far when throttled above its share, making room for peers below it
+ABOVE_BETA = 0.95
+#: ... and grows past it (peers not running) after this many cycles without a throttle
+QUIET_CYCLES = 1.5
 #: a precise estimate: stand this close below it
 MILD_BETA = 0.98
 #: a rough estimate from heavy throttling: this far below it, and ramp up from there
@@ -107,13 +117,9 @@ FEEDBACK_TRIPS = 4.0
 #: came through a stall
 LATE_TRIPS = 4.0
 LATE_MARGIN = 0.02
-#: a released caller may go up to this long before its slot (seconds) ...
-EARLY_SECONDS = 0.01
-#: ... but never more than this many slots early, so bunches stay far below any burst
-EARLY_SLOTS = 1.5
 
 
-class RateController:
+class RateController(Pacer):
     """Paces calls to one API and adapts the pace to throttling.
 
     `acquire()` waits for the next evenly spaced send slot.  Report each answer with
@@ -122,12 +128,8 @@ class RateController:
     """
 
     def __init__(self, settings: RateSettings, *, clock: Clock = time.monotonic) -> None:
+        super().__init__(max(settings.minimum, min(settings.initial, settings.ceiling)), clock)
         self.settings = settings
-        self._clock = clock
-        self._rate = max(settings.minimum, min(settings.initial, settings.ceiling))
-        self._last_slot = -math.inf  # when the last call was allowed to go
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
         self.phase = Phase.SLOW_START
         self._w_max = settings.ceiling  # the quota's estimate
         now = clock()
@@ -143,13 +145,14 @@ class RateController:
         self._accepted: deque[float] = deque()  # times of recent successful answers
         self._count = AdmissionCount()
         self._sent = self._count.sends.append
+        #: one of N shards told the quota: its share, the plateau a cut below it keeps
+        #: (None: no share known, or it proved out of reach)
+        self._fair: float | None = None
+        self._share: float | None = None
+        self._known_at = -math.inf
+        self._below = 0
         self.throttles = 0
         self.calls = 0
-
-    @property
-    def rate(self) -> float:
-        """The current target rate, requests per second."""
-        return self._rate
 
     @property
     def latency(self) -> float:
@@ -172,79 +175,19 @@ class RateController:
         start = max(self.settings.minimum, min(ceiling, rate * share))
         self.settings = replace(self.settings, ceiling=ceiling, initial=start)
         self._rate = self._w_max = start
+        self._known_at = self._clock()
+        if share < 1.0:
+            self._fair = self._share = start
         self.phase = Phase.CUBIC
         self._epoch = self._clock() - self._k()  # on the curve's plateau
 
-    # -- pacing ----------------------------------------------------------------------------
-
-    async def acquire(self) -> None:
-        """Wait until this caller may send one request.
-
-        Callers queue in arrival order and each slot is taken when its caller reaches the
-        head of the queue, so a rate change applies to the very next call.  One timer
-        releases the head, together with any caller whose slot is due within
-        `EARLY_SECONDS` (at most `EARLY_SLOTS` slots): one wake-up of the event loop per
-        send or fewer, which is most of what pacing costs.
-        """
-        if not self._waiters and self._due() <= self._early():
-            self._take(self._clock())
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        if self._timer is None:
-            self._schedule(loop)
-        await waiter
-
-    def _early(self) -> float:
-        return min(EARLY_SECONDS, EARLY_SLOTS / self._rate)
-
-    def _due(self) -> float:
-        """Seconds until the next slot (0 if it is free now)."""
-        return max(0.0, self._last_slot + 1.0 / self._rate - self._clock())
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = loop.call_later(self._due(), self._release, loop)
-
-    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        waiters = self._waiters
-        early = self._early()
-        now = self._clock()
-        while waiters:
-            if waiters[0].done():  # its caller was cancelled
-                waiters.popleft()
-                continue
-            if self._due() > early:
-                break
-            self._take(now)
-            waiters.popleft().set_result(None)
-        if waiters:
-            self._schedule(loop)
-
-    def reserve(self) -> float:
-        """Take the next send slot now; return how long to wait for it (seconds).
-
-        For callers that sleep until their slot themselves (`acquire` sends at once)."""
-        now = self._clock()
-        return max(0.0, self._take(now, at_slot=True) - now)
-
-    def _take(self, now: float, *, at_slot: bool = False) -> float:
-        slot = self._last_slot + 1.0 / self._rate
-        if slot < now - self._early():
-            # Idle for a while: start afresh (no burst to catch up on slots nobody used).
-            slot = now
-        # Otherwise keep to the grid even when this caller comes a little late (the timer
-        # or the event loop woke late): late wake-ups would otherwise add up to a rate
-        # several percent below the target.
-        self._last_slot = slot
+    def _taken(self, now: float, sent: float, limited: bool) -> None:
         self.calls += 1
-        self._sent(slot if at_slot else now)
+        self._sent(sent)
         if not self.calls % FORGET_EVERY:
             self._count.forget(now, self._rate)
-        if slot > now or self._waiters:
+        if limited:
             self._last_limited = now  # demand exceeds the pace: more rate would be used
-        return slot
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -359,8 +302,20 @@ class RateController:
             # share of one bunch says little), but again never below half the rate.
             guess = max(rate / 2, rate * (1 - share), min(rate, self._accepted_second(now)))
             w_max, beta, phase = guess, ROUGH_BETA, Phase.RAMP
+        fair = self._fair
+        if fair is not None:
+            if w_max < fair:
+                self._below += 1
+                if self._below >= BELOW_CUTS:
+                    self._fair = None  # cut below the share again and again: not there
+                else:
+                    phase, w_max = Phase.CUBIC, fair  # back up to the share
+            else:
+                self._below = 0
+                if rate > fair:  # above the share: give back more, for peers below it
+                    beta = min(beta, ABOVE_BETA)
+        self._rate = max(self.settings.minimum, min(rate, w_max) * beta)
         self._w_max = max(self.settings.minimum, w_max)
-        self._rate = max(self.settings.minimum, self._w_max * beta)
         self.phase = phase
         self._cut_at = self._epoch = self._last_grow = now
 
@@ -409,7 +364,8 @@ class RateController:
             # CUBIC: w(t) = C (t - K)^3 + w_max, with K the time to regain w_max.
             k = self._k()
             t = now - self._epoch
-            if t > 2 * k and now - self._last_throttle > k:
+            quiet = k if self._share is None else QUIET_CYCLES * k
+            if t > 2 * k and now - max(self._last_throttle, self._known_at) > quiet:
                 # A whole cycle above the estimate without a throttle, not even one too few
                 # to cut for: the quota grew (another job on the account finished).  Ramp.
                 self.phase, self._w_max = Phase.RAMP, self._rate
@@ -417,3 +373,5 @@ class RateController:
             c = self._w_max * (1 - self.settings.beta) / k**3
             target = c * (t - k) ** 3 + self._w_max
         self._rate = max(self._rate, min(ceiling, max(target, self.settings.minimum)))
+        if self._share is not None and self._rate >= self._share:
+            self._fair = self._share  # back at the share: it is there again
