@@ -147,7 +147,11 @@ async def use_applied_quota(
     if found is None:
         if told is not None:
             return f"{operation} at most {told:g}/s (the rate given)"
-        return f"{operation} quota found by pacing (Service Quotas: {reason})"
+        line = f"{operation} quota found by pacing (Service Quotas: {reason})"
+        if shards > 1:
+            # Untold, shards share the quota unevenly (`_rate`): say what evens it out.
+            line += f"; shards that find it share it unevenly: give each --rate quota/{shards}"
+        return line
     controller.know_quota(found.rate, share=1.0 / shards)
     if told is not None and told < found.rate:
         return f"{operation} at most {told:g}/s (the rate given; {found.describe()})"

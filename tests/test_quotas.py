@@ -252,6 +252,22 @@ async def test_without_permission_a_job_finds_the_quota_and_says_why(
     )
 
 
+@pytest.mark.parametrize(
+    "emulator", [{"quota": 60.0, "service_quotas_access": "deny"}], indirect=True
+)
+async def test_a_shard_that_cannot_read_the_quota_says_how_to_share_it(
+    emulator: Any, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 40)
+    ledger = f"{tmp_path}/ledger/"
+    s = settings("custom", emulator.url, tmp_path, manifest, ledger=ledger, shards=2, shard_index=1)
+    summary = await submit(s)
+    assert summary.rates == (
+        "StartHumanLoop quota found by pacing (Service Quotas: AccessDeniedException); "
+        "shards that find it share it unevenly: give each --rate quota/2",
+    )
+
+
 @pytest.mark.parametrize("emulator", [{"quota": 60.0}], indirect=True)
 async def test_a_given_rate_below_the_quota_stays_and_off_means_no_lookup(
     emulator: Any, tmp_path: Path
