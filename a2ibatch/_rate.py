@@ -145,12 +145,12 @@ class RateController(Pacer):
         self._accepted: deque[float] = deque()  # times of recent successful answers
         self._count = AdmissionCount()
         self._sent = self._count.sends.append
-        #: one of N shards told the quota: its share, the plateau a cut below it keeps
-        #: (None: no share known, or it proved out of reach)
+        #: one of N shards told the quota: the share a cut below it keeps as its plateau
+        #: (None: no share known, or out of reach for now) ...
         self._fair: float | None = None
-        self._share: float | None = None
-        self._known_at = -math.inf
-        self._below = 0
+        self._share: float | None = None  # ... and the share itself, for good
+        self._known_at = -math.inf  # when the quota was told: quiet is counted from it
+        self._below = 0  # cuts in a row that fell below the share
         self.throttles = 0
         self.calls = 0
 
