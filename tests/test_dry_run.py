@@ -157,19 +157,19 @@ async def test_the_dry_run_and_the_cost_estimate_count_what_submit_sends(
     """One rule: failed items are counted as sent by the dry run and the estimate exactly
     when submit sends them (with `retry_failed`), and not otherwise."""
     flow = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/public-claims"
-    manifest = write_manifest(tmp_path / "m.jsonl", TaskType.CUSTOM, 30)
+    manifest = write_manifest(tmp_path / "m.jsonl", TaskType.CUSTOM, 8)
     pii = ("FreeOfPersonallyIdentifiableInformation",)
     first = settings(TaskType.CUSTOM, emulator.url, tmp_path, manifest, flow_definition_arn=flow,
                      max_attempts=1, content_classifiers=pii)
     summary = await submit(first)  # the quota lets one call through: the rest are throttled
-    assert summary.counts["started"] == 1 and summary.counts["failed"] == 29
+    assert summary.counts["started"] == 1 and summary.counts["failed"] == 7
     await emulator_post(emulator.url, "/_emulator/config", {"quota": None})
     again = settings(TaskType.CUSTOM, emulator.url, tmp_path, manifest, flow_definition_arn=flow,
                      retry_failed=retry_failed, preflight=True, content_classifiers=pii)
     report = await dry_run(again)
-    expected = 29 if retry_failed else 0
+    expected = 7 if retry_failed else 0
     assert report.to_send == expected
-    assert report.skipped_failed == 29 - expected and report.already_done == 1
+    assert report.skipped_failed == 7 - expected and report.already_done == 1
     before = (await emulator_get(emulator.url, "/_emulator/stats"))["calls"]
     job = Job(again)
     summary = await job.run()
