@@ -15,7 +15,7 @@ import aioboto3
 import anyio
 import pytest
 
-from a2ibatch import AwsSettings, Item, Submitter, TaskType, _quotas, submit
+from a2ibatch import AwsSettings, Item, Job, Submitter, TaskType, _quotas, submit
 from a2ibatch._aws import client_kwargs
 from a2ibatch._calls import Caller
 from a2ibatch._counters import Counters
@@ -236,6 +236,38 @@ async def test_a_job_starts_at_the_quota_it_read_and_says_so(
     stats = await emulator_get(emulator.url, "/_emulator/stats")
     assert stats["calls"]["ListServiceQuotas"] == 1
     assert summary.to_record()["rates"] == list(summary.rates)
+
+
+@pytest.mark.parametrize("emulator", [{"quota": 60.0}], indirect=True)
+async def test_shards_run_together_each_from_its_share_of_the_quota(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # Two shards of one job at once, over HTTP: each reads the quota and starts at half of
+    # it (the share its controller anchors on, tests/test_rate.py); together they start
+    # every item, barely throttled.
+    manifest = write_manifest(tmp_path / "m.jsonl", "custom", 240)
+    location = f"{tmp_path}/ledger/"
+    jobs = [
+        Job(settings("custom", emulator.url, tmp_path, manifest, ledger=location, shards=2,
+                     shard_index=k))
+        for k in range(2)
+    ]  # fmt: skip
+    summaries: list[Any] = []
+
+    async def run(job: Job) -> None:
+        summaries.append(await job.run())
+
+    async with anyio.create_task_group() as group:
+        for job in jobs:
+            group.start_soon(run, job)
+    line = "StartHumanLoop quota 60/s from Service Quotas (sagemaker L-EFB97D75), this shard"
+    assert all(s.rates == (f"{line} from 1/2 of it",) for s in summaries)
+    assert sum(s.counts["started"] for s in summaries) == 240
+    assert sum(s.counts["throttled"] for s in summaries) <= 0.03 * 240
+    for job in jobs:
+        ctl = job.meters.rate("StartHumanLoop")
+        assert (ctl.settings.ceiling, ctl.settings.initial) == (60.0, 30.0)
+        assert ctl.rate <= 60.0
 
 
 @pytest.mark.parametrize(
