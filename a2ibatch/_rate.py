@@ -253,6 +253,10 @@ class RateController(Pacer):
         if retry_after:
             self._last_slot = max(self._last_slot, now + retry_after - 1.0 / self._rate)
         self._count.throttled(sent, cut_at=self._cut_at, rate=self._rate, late=late)
+        if sent < self._cut_at:
+            # Sent at the rate before the last cut, into a bucket it had emptied: such
+            # throttles go on arriving after the cut and must not add up to another.
+            return
         window = max(NOISE_WINDOW, NOISE_CALLS / self._rate)
         throttled = self._throttled
         throttled.append(now)
@@ -264,7 +268,7 @@ class RateController(Pacer):
             noise = 2.0
         else:
             noise = max(2.0, NOISE_SHARE * self._rate * window)
-        if len(throttled) < noise or sent < self._cut_at:
+        if len(throttled) < noise:
             return
         self._cut(now, late)
         throttled.clear()
