@@ -20,7 +20,9 @@ from the rate of answers.
   empties is about the same share of any quota, until an episode measures the quota;
 * cubic, after a precise estimate (at least `PRECISE_CALLS` admitted calls): a cut to
   `MILD_BETA` of it, back up along a cubic curve (as TCP CUBIC does) that is flat near
-  the estimate and then probes gently above it, at least `PROBE_CALLS` calls apart.
+  the estimate and then probes gently above it, at least `PROBE_CALLS` calls apart; a
+  ramp's probe that counted too few calls starts the curve part way along, so that the
+  probe that makes the estimate precise comes soon.
 
 Only throttling slows the controller; server errors and timeouts say nothing about the
 quota.  Isolated throttles (a share of recent calls below `NOISE_SHARE`) are noise (calls
@@ -105,6 +107,10 @@ ABOVE_BETA = 0.95
 QUIET_CYCLES = 1.5
 #: a precise estimate: stand this close below it
 MILD_BETA = 0.98
+#: a curve begun from a ramp's probe (a count of fewer than PRECISE_CALLS, or none) starts
+#: this share of its K along: the probe that makes the estimate precise comes sooner, since
+#: a count one call short of the quota's puts the plateau 5% below it
+ROUGH_HEAD_START = 0.5
 #: a rough estimate from heavy throttling: this far below it, and ramp up from there
 ROUGH_BETA = 0.95
 #: the ramp: the rate grows by about 1/RAMP_CALLS of itself per call sent
@@ -283,6 +289,7 @@ class RateController(Pacer):
             self._rate = max(self.settings.minimum, rate * MILD_BETA)
             self._cut_at = now
             return
+        head_start = 0.0
         if admitted >= PRECISE_CALLS:
             # The count's upper end: a plateau a little above the quota costs a few
             # throttles and a new count, one below it a whole cycle's goodput.
@@ -295,6 +302,8 @@ class RateController(Pacer):
             # A probe just past the quota: step back a little, to the count if there is one.
             w_max = min(rate, estimate) if admitted >= ROUGH_CALLS else rate
             beta, phase = MILD_BETA, Phase.CUBIC
+            if self.phase is Phase.RAMP:
+                head_start = ROUGH_HEAD_START
         elif admitted >= ROUGH_CALLS:
             # Far above the quota (it dropped, or a ramp overshot): the rough count, but
             # never more than half the rate at once.
@@ -322,6 +331,7 @@ class RateController(Pacer):
         self._w_max = max(self.settings.minimum, w_max)
         self.phase = phase
         self._cut_at = self._epoch = self._last_grow = now
+        self._epoch -= head_start * self._k()
 
     # -- growth ----------------------------------------------------------------------------
 

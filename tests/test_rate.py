@@ -323,6 +323,40 @@ def test_a_probe_past_the_quota_is_cut_to_the_count_not_to_a_share_of_the_rate()
         assert sim.service.throttled_share(3.0) <= 0.01
 
 
+def _pace(ctl: RateController, now: list[float], calls: int, throttled: set[int]) -> None:
+    """Callers always waiting: `calls` sends, one at every slot, each answered at once; the
+    sends numbered in `throttled` are throttled."""
+    for k in range(calls):
+        now[0] += ctl.reserve()
+        if k in throttled:
+            ctl.on_throttle(sent=now[0])
+        else:
+            ctl.on_success(0.05)
+
+
+@pytest.mark.parametrize(("admitted", "head_start"), [(15, True), (40, False)])
+def test_a_ramps_rough_count_starts_the_curve_part_way(admitted: int, head_start: bool) -> None:
+    # A ramp's probe past the quota that counts fewer than PRECISE_CALLS calls gives a
+    # rough estimate, often a call short (5% below the quota at 150/s): its curve starts
+    # half way, so the next probe, which makes it precise, comes after half a cycle.  A
+    # precise count waits the whole cycle.
+    now = [0.0]
+    ctl = RateController(RateSettings(initial=200.0), clock=lambda: now[0])
+    ctl.on_throttle(sent=0.0)
+    ctl.on_throttle(sent=0.0)  # slow start ends: a ramp from a guess
+    phases = [ctl.phase]
+    _pace(ctl, now, 100, set())
+    _pace(ctl, now, admitted + 3, {0, admitted + 1, admitted + 2})  # the third one cuts
+    phases.append(ctl.phase)
+    assert phases == [Phase.RAMP, Phase.CUBIC]
+    estimate = ctl.estimate
+    assert estimate is not None
+    until = now[0] + 0.6 * RateSettings().cubic_seconds
+    while now[0] < until:
+        _pace(ctl, now, 1, set())
+    assert (ctl.rate >= estimate) is head_start
+
+
 def test_a_low_first_estimate_is_left_behind_within_two_seconds() -> None:
     # Slow start ends with a guess (half the rate), as low as 0.6 of the quota at 600/s;
     # the ramp climbs by a share per call instead of staying flat at it, and the first
