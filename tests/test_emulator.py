@@ -361,9 +361,14 @@ async def test_an_account_a2i_no_longer_accepts(emulator: Any) -> None:
 
 
 async def test_introspection_endpoints(emulator: Any) -> None:
+    before = await get(emulator.url, "/_emulator/accepted")
+    assert before["first"] is None and before["last"] is None
     async with client(emulator.url, A2I) as a2i:
+        began = time.time()
         await a2i.start_human_loop(**start_args("seen-1", {"a": 1}))
+        between = time.time()
         await a2i.start_human_loop(**start_args("seen-2", {"a": 2}))
+        ended = time.time()
         await a2i.describe_human_loop(HumanLoopName="seen-1")
 
     stats = await get(emulator.url, "/_emulator/stats")
@@ -387,6 +392,10 @@ async def test_introspection_endpoints(emulator: Any) -> None:
     histogram = await get(emulator.url, "/_emulator/accepted")
     assert sum(row["accepted"] for row in histogram["seconds"]) == 2
     assert all(row["throttled"] == 0 for row in histogram["seconds"])
+    # when the first and the last start call arrived (a benchmark's start-up ends at the first)
+    margin = 0.002  # the emulator keeps milliseconds
+    assert began - margin <= histogram["first"] <= between + margin
+    assert between - margin <= histogram["last"] <= ended + margin
 
     config = await get(emulator.url, "/_emulator/config")
     assert config["quota"] is None and config["burst"] == 5

@@ -33,6 +33,9 @@ class Stats:
     user_agents: dict[str, int] = field(default_factory=dict)
     #: second since `started` -> [accepted, throttled] calls of the starting operations
     per_second: dict[int, list[int]] = field(default_factory=dict)
+    #: when the first and the last of those calls arrived (UNIX time), None before any
+    first_start: float | None = None
+    last_start: float | None = None
 
     def count_call(self, operation: str, region: str) -> None:
         calls = self.calls
@@ -49,6 +52,9 @@ class Stats:
 
     def count_start(self, now: float, accepted: bool) -> None:
         """One call of a loop-starting operation, accepted or throttled, for the histogram."""
+        if self.first_start is None:
+            self.first_start = now
+        self.last_start = now
         second = int(now - self.started)
         row = self.per_second.get(second)
         if row is None:
@@ -78,10 +84,17 @@ class Stats:
         }
 
     def histogram(self) -> dict[str, Any]:
-        """The ``GET /_emulator/accepted`` answer: one row per second, gaps filled with 0."""
+        """The ``GET /_emulator/accepted`` answer: one row per second, gaps filled with 0,
+        and when the first and last calls arrived (a client's start-up is the time from
+        its first line to its first call)."""
         last = max(self.per_second, default=-1)
         rows = []
         for second in range(last + 1):
             accepted, throttled = self.per_second.get(second, (0, 0))
             rows.append({"second": second, "accepted": accepted, "throttled": throttled})
-        return {"started": self.started, "seconds": rows}
+        return {
+            "started": self.started,
+            "first": self.first_start,
+            "last": self.last_start,
+            "seconds": rows,
+        }
