@@ -7,7 +7,7 @@ start, unlike a token bucket that starts full) and, unless told the quota, finds
 
 **What the quota is measured from.**  Throttles answer within a network round trip, while
 successes answer only after the service's processing time (seconds for Textract), so the
-quota is counted from the sends between throttled calls (`_quotas.AdmissionCount`), not
+quota is counted from the sends between throttled calls (`_admission.AdmissionCount`), not
 from the rate of answers.
 
 **Phases.**
@@ -48,8 +48,8 @@ from collections import deque
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from ._admission import AdmissionCount
 from ._pacing import Clock, Pacer
-from ._quotas import AdmissionCount
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ async def job_loops(url: str, folder: Path, prefix: str, count: int) -> Path:
     """A job of `count` loops through a2ibatch; its ledger."""
     ledger = folder / f"{prefix}-ledger.jsonl"
     settings = SubmitSettings(
-        task="custom",
+        task="custom",  # type: ignore[arg-type]  # coerced to TaskType
         flow_definition_arn=FLOW,
         ledger=ledger,
         name_prefix=prefix,

@@ -16,11 +16,12 @@ import anyio
 import pytest
 
 from a2ibatch import AwsSettings, Item, Job, Submitter, TaskType, _quotas, submit
+from a2ibatch._admission import AdmissionCount
 from a2ibatch._aws import client_kwargs
 from a2ibatch._calls import Caller
 from a2ibatch._counters import Counters
 from a2ibatch._meters import Meters
-from a2ibatch._quotas import AdmissionCount, AppliedQuota, applied_quota
+from a2ibatch._quotas import AppliedQuota, applied_quota
 from a2ibatch._rate import Phase, RateController, RateSettings
 from a2ibatch.emulator._service_quotas import UNLIMITED_RATE
 from helpers import FLOW, TASKS, emulator_get, settings, write_manifest
