@@ -255,9 +255,18 @@ class Row:
         return min(self.runs, key=lambda r: r.goodput)
 
     def median_of(self, value: Callable[[Result], float]) -> float:
-        values = sorted(value(r) for r in self.runs)
-        n = len(values)
-        return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+        return _median([value(r) for r in self.runs])
+
+    def median_of_known(self, value: Callable[[Result], float | None]) -> float | None:
+        """The median of `value` over the runs that have one (None if none has)."""
+        known = [v for v in map(value, self.runs) if v is not None]
+        return _median(known) if known else None
+
+
+def _median(values: list[float]) -> float:
+    """The middle value, or the mean of the two middle ones (at least one value)."""
+    ordered, n = sorted(values), len(values)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
 
 
 # -- the clients ----------------------------------------------------------------------------
@@ -568,18 +577,18 @@ def table(rows: Sequence[Row], bare: Bare, chosen: Sequence[Scenario]) -> str:
         recoveries = [x.recovery for x in runs if x.recovery is not None]
         if recoveries:
             extra = f"; {_recovery(max(recoveries))}"
-        steadies = [x.steady for x in runs if x.steady is not None]
-        steady = f"{sorted(steadies)[len(steadies) // 2]:.3f}" if steadies else ""
+        median_steady = row.median_of_known(lambda x: x.steady)
+        steady = "" if median_steady is None else f"{median_steady:.3f}"
         cpu = row.median_of(lambda x: x.cpu_ms_per_item)
         worst_throttled = max(x.throttled_share for x in runs)
         median_throttled = row.median_of(lambda x: x.throttled_share)
         firsts = [x.from_first_call for x in runs if x.from_first_call is not None]
-        first = f"{min(firsts):.3f} / {sorted(firsts)[len(firsts) // 2]:.3f}" if firsts else ""
-        startups = [x.startup for x in runs if x.startup is not None]
+        median_first = row.median_of_known(lambda x: x.from_first_call)
+        first = "" if median_first is None else f"{min(firsts):.3f} / {median_first:.3f}"
+        median_startup, worst_startup = row.median_of_known(lambda x: x.startup), row.worst.startup
         startup = ""
-        if startups and row.worst.startup is not None:
-            median_startup = 1000 * sorted(startups)[len(startups) // 2]
-            startup = f"{median_startup:.0f} ({1000 * row.worst.startup:.0f})"
+        if median_startup is not None and worst_startup is not None:
+            startup = f"{1000 * median_startup:.0f} ({1000 * worst_startup:.0f})"
         lines.append(
             f"| {r.client} | {r.title}{extra} | {items} | {len(runs)} "
             f"| {row.worst.goodput:.3f} | {row.median_of(lambda x: x.goodput):.3f} "
